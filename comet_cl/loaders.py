@@ -1,0 +1,94 @@
+"""Minibatches straight from tensors, for any Avalanche dataset built on ``TensorImages``.
+
+Avalanche's stock loaders fetch one sample at a time through the dataset tree and collate
+them: on MNIST that halves the throughput of an MLP on 2 cores. ``TensorBatchLoader`` resolves
+the dataset (subsets and concatenations included) to its ``TensorImages`` leaves once, copies
+the selected uint8 images into one tensor, and then serves each minibatch with one gather.
+Datasets it cannot resolve (other leaves, transforms, task labels other than 0) get ``None``
+from :func:`tensor_batches`, and the caller falls back to Avalanche's own loader.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from comet_cl.streams import TensorImages
+
+
+class TensorBatchLoader:
+    """Iterates ``(x, y, sample_id, task_label)`` minibatches over in-memory tensors.
+
+    A new shuffle order is drawn from ``generator`` at every pass, so the order of every epoch
+    is fixed by the seed the generator started from.
+    """
+
+    def __init__(self, images, targets, ids, normalize, batch_size, *, shuffle, generator,
+                 drop_last=False):
+        self.images, self.targets, self.ids = images, targets, ids
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.targets) / self.batch_size
+        return math.floor(n) if self.drop_last else math.ceil(n)
+
+    def __iter__(self):
+        n = len(self.targets)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            y = self.targets[idx]
+            yield self.normalize(self.images[idx]), y, self.ids[idx], torch.zeros_like(y)
+
+
+def _leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Tensor] | None:
+    """(leaves, leaf of each sample, position of each sample inside its leaf), or None."""
+    flat = getattr(dataset, "_flat_data", None)
+    if flat is None or not flat._datasets:
+        return None
+    leaves = flat._datasets
+    if not all(isinstance(leaf, TensorImages) for leaf in leaves):
+        return None
+    task_labels = getattr(dataset, "targets_task_labels", None)
+    if task_labels is not None and set(task_labels.uniques) - {0}:
+        return None
+    n = len(flat)
+    index = torch.as_tensor(list(flat._indices)) if flat._indices is not None else torch.arange(n)
+    ends = torch.as_tensor(flat._cumulative_sizes)
+    leaf_of = torch.searchsorted(ends, index, right=True)
+    starts = torch.cat([torch.zeros(1, dtype=ends.dtype), ends])[leaf_of]
+    return leaves, leaf_of, index - starts
+
+
+def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
+                   device: torch.device | str = "cpu") -> TensorBatchLoader | None:
+    """A TensorBatchLoader over ``dataset``, its tensors already on ``device``; None when the
+    dataset is not made of TensorImages views."""
+    resolved = _leaf_positions(dataset)
+    if resolved is None:
+        return None
+    leaves, leaf_of, local = resolved
+    images, targets, ids = [], [], []
+    order = torch.empty(len(local), dtype=torch.long)
+    filled = 0
+    for i, leaf in enumerate(leaves):
+        where = (leaf_of == i).nonzero().flatten()
+        if len(where) == 0:
+            continue
+        pos = local[where]
+        images.append(leaf.raw(pos))
+        targets.append(leaf.targets[pos])
+        ids.append(leaf.ids[pos])
+        order[where] = torch.arange(filled, filled + len(where))
+        filled += len(where)
+    # Back to the dataset's own order, so that unshuffled passes follow it exactly.
+    images, targets, ids = (torch.cat(t)[order].to(device) for t in (images, targets, ids))
+    generator = torch.Generator().manual_seed(seed)
+    return TensorBatchLoader(images, targets, ids, leaves[0].normalize, batch_size,
+                             shuffle=shuffle, generator=generator)

@@ -1,0 +1,162 @@
+"""COMET's fixed random router (design/comet.md): c_l = V_l z_{l-1}, m_l = kWTA(c_l), z_l = m_l * c_l.
+
+The router looks only at the raw input and is never trained, so an input keeps its mask for
+ever; that is what makes the masks cacheable by sample id (`MaskCache`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def n_kept(n: int, p_k: float) -> int:
+    """k = round(p_k * n), half up (p_k * n often lands on .5), and at least one unit."""
+    if not 0.0 < p_k <= 1.0:
+        raise ValueError(f"p_k must be in (0, 1], got {p_k}")
+    return max(1, math.floor(p_k * n + 0.5))
+
+
+def unit_scores(t: Tensor) -> Tensor:
+    """[B, N] per-unit score: a conv map's channels are its units, scored by their spatial mean."""
+    return t.flatten(2).mean(-1) if t.dim() > 2 else t
+
+
+def unit_view(s: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-unit [B, N] tensor to broadcast over `like` ([B, N] or [B, N, H, W])."""
+    return s.view(*s.shape, *(1,) * (like.dim() - 2))
+
+
+def kwta(scores: Tensor, k: int) -> Tensor:
+    """Bool mask of the k largest scores along the last dim: exactly k, ties broken by topk.
+
+    A threshold (scores >= k-th value) could keep more than k on ties, hence topk + scatter.
+    The mask is a fresh tensor on purpose: autograd keeps it for the backward of `h * mask`.
+    """
+    if k >= scores.shape[-1]:
+        return torch.ones_like(scores, dtype=torch.bool)
+    idx = scores.topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
+
+
+class RandomLayer(nn.Module):
+    """One fixed router layer shaped like a backbone layer: Linear for [N, fan_in], 3x3-style
+    'same'-padded conv for [C_out, C_in, kh, kw], followed by the backbone's max-pool."""
+
+    def __init__(self, shape: Sequence[int], pool: int, generator: torch.Generator) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(math.prod(shape[1:]))  # the backbone's default-init range
+        weight = torch.empty(tuple(shape)).uniform_(-bound, bound, generator=generator)
+        self.register_buffer("weight", weight)
+        self.pool = pool
+
+    def forward(self, z: Tensor) -> Tensor:
+        if self.weight.dim() == 2:
+            return F.linear(z.flatten(1), self.weight)
+        return F.conv2d(z, self.weight, padding=self.weight.shape[-1] // 2)
+
+    def carry(self, c: Tensor, mask: Tensor) -> Tensor:
+        """z_l = pool(m_l * c_l): the router's own input to the next layer."""
+        z = c * unit_view(mask, c).to(c.dtype)
+        return F.max_pool2d(z, self.pool) if self.pool > 1 else z
+
+
+class MaskCache(nn.Module):
+    """Masks by sample id in a growable slot table, so ids seen before skip the router.
+
+    `slot_of_id[id]` is the row of that id's masks in the per-layer bool stores (-1: not
+    computed yet). The buffers are non-persistent: they follow `.to(device)` but stay out of
+    state_dict, since they are derivable. Only valid while `same id = same input` holds (no
+    random augmentation); `hits` / `misses` count looked-up samples.
+    """
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("slot_of_id", torch.empty(0, dtype=torch.long), persistent=False)
+        for l, n in enumerate(widths):
+            self.register_buffer(f"store{l}", torch.empty(0, n, dtype=torch.bool), persistent=False)
+        self.n_layers, self.used, self.hits, self.misses = len(widths), 0, 0, 0
+
+    def stores(self) -> list[Tensor]:
+        return [getattr(self, f"store{l}") for l in range(self.n_layers)]
+
+    def clear(self) -> None:
+        self.slot_of_id.fill_(-1)
+        self.used = self.hits = self.misses = 0
+
+    def _grow(self, n_ids: int, n_slots: int) -> None:
+        """Double the id table / stores when too small (amortised O(1) per new id)."""
+        if n_ids > len(self.slot_of_id):
+            new = torch.full((max(n_ids, 2 * len(self.slot_of_id)),), -1, dtype=torch.long,
+                             device=self.slot_of_id.device)
+            self.slot_of_id = torch.cat([self.slot_of_id, new[len(self.slot_of_id):]])
+        for l, store in enumerate(self.stores()):
+            if n_slots > len(store):
+                grown = store.new_zeros(max(n_slots, 2 * len(store)), store.shape[1])
+                grown[: len(store)] = store
+                setattr(self, f"store{l}", grown)
+
+    def forward(self, ids: Tensor, compute: Callable[[Tensor], list[Tensor]]) -> list[Tensor]:
+        """Masks for `ids`; `compute(rows)` gives the masks of the batch rows selected by the
+        bool index `rows` and is called once, for the ids not cached yet."""
+        ids = ids.to(self.slot_of_id.device)
+        lo, hi = torch.aminmax(ids).tolist() if ids.numel() else (0, -1)
+        if lo < 0:
+            raise ValueError("sample ids must be non-negative")
+        self._grow(hi + 1, 0)
+        slots = self.slot_of_id[ids]
+        missing = slots < 0
+        n_missing = int(missing.sum())
+        if n_missing:
+            new_ids, inverse = ids[missing].unique(return_inverse=True)
+            self._grow(0, self.used + len(new_ids))
+            new_slots = torch.arange(self.used, self.used + len(new_ids), device=ids.device)
+            self.used += len(new_ids)
+            self.slot_of_id[new_ids] = new_slots
+            for store, mask in zip(self.stores(), compute(missing)):
+                store[new_slots[inverse]] = mask
+            slots = self.slot_of_id[ids]
+        self.hits += len(ids) - n_missing
+        self.misses += n_missing
+        return [store[slots] for store in self.stores()]
+
+
+class Router(nn.Module):
+    """Fixed random network mirroring the backbone's masked layers; gives their masks.
+
+    shapes[l] is the weight shape of masked layer l ([N, fan_in] or [C_out, C_in, kh, kw]),
+    pools[l] the backbone's max-pool kernel after it (1: none). V_l are buffers drawn from a
+    private generator seeded by `seed`, so the global RNG (backbone init) is left untouched.
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[int]], p_k: float, seed: int = 0,
+                 pools: Sequence[int] | None = None, cache: bool = False) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        pools = pools or [1] * len(shapes)
+        self.layers = nn.ModuleList(RandomLayer(s, p, generator) for s, p in zip(shapes, pools))
+        self.p_k = p_k
+        self.ks = [n_kept(s[0], p_k) for s in shapes]
+        self.cache = MaskCache([s[0] for s in shapes]) if cache else None
+        if self.cache is not None:  # new V_l invalidate cached masks
+            self.register_load_state_dict_post_hook(lambda module, _: module.cache.clear())
+
+    @torch.no_grad()
+    def compute(self, x: Tensor) -> list[Tensor]:
+        """Masks of a batch, no cache: one bool [B, N_l] per masked layer."""
+        z, masks = x, []
+        for l, (layer, k) in enumerate(zip(self.layers, self.ks)):
+            c = layer(z)
+            masks.append(kwta(unit_scores(c), k))
+            if l + 1 < len(self.layers):
+                z = layer.carry(c, masks[-1])
+        return masks
+
+    def forward(self, x: Tensor, ids: Tensor | None = None) -> list[Tensor]:
+        if self.cache is None or ids is None:
+            return self.compute(x)
+        return self.cache(ids, lambda rows: self.compute(x[rows.to(x.device)]))

@@ -1,0 +1,405 @@
+"""Runs: one run is stream x strategy x seed; a suite is every such run of a spec.
+
+A run lives in its own folder (layout in ``comet_cl.results``). ``plan`` writes each run's
+resolved ``config.json``; ``execute_run`` needs nothing but that folder, so any executor can
+run it: the local process pool here, or one job per folder on a cluster
+(``comet-cl run-one RUN_DIR``). The run checkpoints after every experience and writes
+``summary.json`` atomically at the end; running it again skips a finished run and resumes an
+unfinished one from its last checkpoint, with the same numbers an uninterrupted run gives.
+
+One seed fixes everything: the stream (permutations, class order, subsets), the model's
+initialisation, COMET's router, and every minibatch order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import comet_cl
+from comet_cl import metrics
+from comet_cl import results as res
+from avalanche.core import SupervisedPlugin
+
+from comet_cl.config import ConfigError, closest, load_suite, parse_suite
+from comet_cl.diagnostics import task_overlap_matrix
+from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
+from comet_cl.recorder import RunRecorder
+from comet_cl.strategies import Preset, build_strategy, load_preset, method_plugins
+from comet_cl.streams import StreamSpec, input_shape, make_stream
+
+RESULTS_ROOT = Path("results")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here")
+    return torch.device(device)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def suite_hash(suite: dict) -> str:
+    """What makes two suites' results comparable: everything but which strategies and seeds
+    they ran (adding a strategy or a seed to a suite keeps its finished runs valid)."""
+    keep = {k: suite[k] for k in ("name", "streams", "train", "eval")}
+    return _hash({**keep, "version": comet_cl.__version__})
+
+
+# ---- planning ----------------------------------------------------------------------------
+
+def _run_config(suite: dict, entry: dict, preset: Preset, seed: int, s_hash: str) -> dict:
+    stream = StreamSpec(seed=seed, **entry["stream"]).resolved()
+    model = {**entry["model"], "variant": preset.model}
+    train = {**suite["train"], **preset.train, **entry["strategy"].get("train", {})}
+    return {"suite": suite["name"], "suite_hash": s_hash, "version": comet_cl.__version__,
+            "seed": seed, "stream": stream, "model": model,
+            "strategy": {**preset.resolved(), "name": entry["strategy"]["name"]},
+            "train": train, "eval": suite["eval"]}
+
+
+def _preset(entry: dict, presets_dir: Path | None) -> Preset:
+    base = load_preset(entry["preset"], presets_dir)
+    return Preset(name=entry["name"], method=base.method,
+                  model=entry.get("model", base.model),
+                  params={**base.params, **entry.get("params", {})},
+                  train={**base.train, **entry.get("train", {})},
+                  description=base.description, source=base.source)
+
+
+def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
+         seeds: list[int] | None = None, presets_dir: Path | None = None) -> list[Path]:
+    """Write suite.json and each run's config.json (unless already there and identical);
+    return the run folders. A folder holding results of a different config is refused."""
+    out = Path(out)
+    chosen = suite["strategies"]
+    if strategies:
+        known = {s["name"] for s in chosen}
+        for name in strategies:
+            if name not in known:
+                raise ConfigError(f"--strategies: '{name}' is not in suite '{suite['name']}'"
+                                  f"{closest(name, known)} (it has: {', '.join(sorted(known))})")
+        chosen = [s for s in chosen if s["name"] in strategies]
+    s_hash = suite_hash(suite)
+    _claim_suite_folder(out, suite, s_hash)
+    runs = []
+    for strat in chosen:
+        preset = _preset(strat, presets_dir)
+        if preset.model not in VARIANTS:
+            raise ConfigError(f"strategy '{preset.name}': unknown model variant "
+                              f"'{preset.model}'{closest(preset.model, VARIANTS)}")
+        for entry in suite["streams"]:
+            for seed in seeds if seeds is not None else suite["seeds"]:
+                cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
+                folder = res.run_dir(out, entry["stream"]["name"], strat["name"], seed)
+                _write_config(folder, cfg)
+                runs.append(folder)
+    return runs
+
+
+def _claim_suite_folder(out: Path, suite: dict, s_hash: str) -> None:
+    path = out / res.SUITE_FILE
+    if path.exists():
+        old = res.read_json(path)
+        if old.get("suite_hash") != s_hash:
+            raise ConfigError(
+                f"{out} holds results of suite '{old.get('name')}' with another config "
+                f"(hash {old.get('suite_hash')}, now {s_hash}): they would not be comparable. "
+                f"Use another --out, or remove {out} to start over.")
+    res.atomic_write_json(path, {"name": suite["name"], "suite_hash": s_hash,
+                                 "version": comet_cl.__version__, "spec": suite,
+                                 "created": _now()})
+
+
+def _write_config(folder: Path, cfg: dict) -> None:
+    path = folder / res.CONFIG_FILE
+    if path.exists():
+        old = res.read_json(path)
+        if old != cfg:
+            diff = sorted(k for k in cfg if old.get(k) != cfg[k])
+            raise ConfigError(f"{folder} was written by a different config (differs in: "
+                              f"{', '.join(diff)}); use another --out or remove that folder")
+        return
+    res.atomic_write_json(path, cfg)
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(comet_cl.__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment(device: torch.device) -> dict:
+    import avalanche
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+            "device": f"{device} {name or ''}".strip(), "git_commit": _git_commit(),
+            "versions": {"comet_cl": comet_cl.__version__, "torch": torch.__version__,
+                         "avalanche": avalanche.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()}}
+
+
+def _build(cfg: dict, data_root, device: torch.device):
+    """The stream and model of a run, from its config alone (deterministic in the seed)."""
+    seed = cfg["seed"]
+    _seed_everything(seed)
+    spec = StreamSpec(data_root=data_root, **{**cfg["stream"], "class_order": _order(cfg)})
+    bench = make_stream(spec)
+    m = cfg["model"]
+    model = build_model(m["arch"], m["variant"], in_shape=input_shape(spec),
+                        n_classes=spec.kind.n_classes, widths=m["widths"], p_k=m["p_k"],
+                        activation=m["activation"], router_seed=seed,
+                        mask_cache=m["mask_cache"], **m.get("options", {}))
+    return bench, model.to(device)
+
+
+def _order(cfg: dict):
+    order = cfg["stream"]["class_order"]
+    return tuple(order) if isinstance(order, list) else order
+
+
+def _overlap(model, bench, recorder: RunRecorder, device) -> dict | None:
+    """COMET only: the task x task mask-overlap matrix per layer, on the curve subsets."""
+    if not hasattr(model, "masks"):
+        return None
+    xs, ids = [], []
+    for k in range(len(bench.test_stream)):
+        loader = recorder.probe_loader(k, device)
+        xs.append(loader.normalize(loader.images))
+        ids.append(loader.ids)
+    matrices = task_overlap_matrix(model, xs, ids)
+    return {"layers": [f"hidden{i + 1}" for i in range(len(matrices))], "p_k": model.p_k,
+            "matrices": matrices.tolist()}
+
+
+def _jsonable(x):
+    """NaN -> None, so summary.json is strict JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def execute_run(folder: Path, *, data_root=None, device: str = "auto",
+                on_step=None) -> dict:
+    """Run (or resume, or skip) the run in ``folder``; return its summary."""
+    folder = Path(folder)
+    if (folder / res.SUMMARY_FILE).exists():
+        return res.read_json(folder / res.SUMMARY_FILE)
+    cfg = res.read_json(folder / res.CONFIG_FILE)
+    dev = pick_device(device)
+    bench, model = _build(cfg, data_root, dev)
+    preset = Preset(**cfg["strategy"])
+    joint = preset.method == "joint"
+    ev = cfg["eval"]
+    recorder = RunRecorder(bench.test_stream, beta=ev["beta"], curve_subset=ev["curve_subset"],
+                           curve_stride=ev["curve_stride"], batch_size=ev["batch_size"],
+                           seed=cfg["seed"], record_curves=not joint)
+    plugins = method_plugins(preset)
+    state = _load_checkpoint(folder)
+    if state is not None:
+        plugins = state["plugins"]
+        model.load_state_dict(state["model"])
+        recorder.load_state_dict(state["recorder"])
+    extra = [recorder] + ([SMoEAuxLossPlugin()] if cfg["model"]["variant"] == "smoe" else [])
+    if on_step is not None:
+        extra.append(_StepCallback(on_step))
+    strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
+                              device=dev, seed=cfg["seed"], plugins=plugins + extra)
+    if state is None:
+        R0, R, done = recorder.evaluate(strategy), [], 0
+        res.append_event(folder, {"event": "started", "time": _now(), "device": str(dev)})
+    else:
+        R0, R, done = state["R0"], state["R"], state["done"]
+        strategy.clock.__dict__.update(state["clock"])
+        strategy.pending_optimizer_state = state["optimizer"]
+        _set_rng_state(state["rng"])
+        res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done})
+
+    phases = [bench.train_stream] if joint else list(bench.train_stream)
+    for i in range(done, len(phases)):
+        strategy.train(phases[i])
+        R.append(recorder.evaluate(strategy))
+        res.append_event(folder, {"event": "experience", "time": _now(), "experience": i,
+                                  "accuracy": R[-1], "train_seconds": recorder.train_time[-1]})
+        _save_checkpoint(folder, strategy, plugins, recorder, R0, R, i + 1)
+
+    summary = _summary(cfg, model, bench, recorder, R0, R, joint, dev)
+    res.atomic_write_json(folder / res.SUMMARY_FILE, summary)
+    res.append_event(folder, {"event": "finished", "time": _now(), "acc": summary["metrics"]["acc"]})
+    (folder / res.CHECKPOINT_FILE).unlink(missing_ok=True)  # the summary holds all results
+    return summary
+
+
+def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
+    beta = cfg["eval"]["beta"]
+    m = (metrics.summarize(R, R0, recorder.curves, beta) if not joint
+         else {**{k: float("nan") for k in metrics.summarize([[0.0]])}, "acc": metrics.acc(R)})
+    return _jsonable({
+        "status": "finished", "joint": joint, "R": R, "R0": R0,
+        "curves": [[list(p) for p in c] for c in recorder.curves],
+        "wall_time": recorder.train_time,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "overlap": _overlap(model, bench, recorder, dev),
+        "metrics": m, "finished_at": _now(), **_environment(dev),
+    })
+
+
+def _save_checkpoint(folder, strategy, plugins, recorder, R0, R, done) -> None:
+    import io
+    buf = io.BytesIO()
+    torch.save({"done": done, "model": strategy.model.state_dict(),
+                "optimizer": strategy.optimizer.state_dict(), "plugins": plugins,
+                "clock": dict(strategy.clock.__dict__), "recorder": recorder.state_dict(),
+                "R0": R0, "R": R, "rng": _rng_state()}, buf)
+    res.atomic_write_bytes(folder / res.CHECKPOINT_FILE, buf.getvalue())
+
+
+def _load_checkpoint(folder: Path) -> dict | None:
+    path = folder / res.CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # a checkpoint is only written atomically; this is real damage
+        raise res.ResultsError(f"cannot read checkpoint {path}: {e}; remove it to restart "
+                               f"this run from the beginning") from e
+
+
+class _StepCallback(SupervisedPlugin):
+    """Calls ``fn(1)`` after every training minibatch (the progress bar)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.fn(1)
+
+
+# ---- suites -------------------------------------------------------------------------------
+
+def _worker(folder, data_root, device, threads):
+    torch.set_num_threads(threads)
+    return str(folder), execute_run(folder, data_root=data_root, device=device)["metrics"]
+
+
+def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
+              device: str = "auto", workers: int = 1, progress: bool = False,
+              presets_dir: Path | None = None) -> list[Path]:
+    """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed."""
+    if isinstance(spec, dict):
+        suite = parse_suite(spec, spec.get("name", "<spec>"))
+    else:
+        suite = load_suite(Path(spec))
+        presets_dir = presets_dir or Path(spec).resolve().parent.parent / "strategies"
+    out = Path(out) if out is not None else RESULTS_ROOT / suite["name"]
+    pick_device(device)  # fail now, not in a worker
+    runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
+    todo = [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
+    show = _Progress(len(runs), len(runs) - len(todo), enabled=progress)
+    if workers <= 1:
+        for folder in todo:
+            with show.run(folder) as step:
+                execute_run(folder, data_root=data_root, device=device, on_step=step)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, f, data_root, device, threads) for f in todo]
+            for fut in as_completed(futures):
+                show.finished(*fut.result())
+    show.close()
+    return runs
+
+
+class _Progress:
+    """A bar over the suite's runs and, in-process, one over the current run's minibatches."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        from tqdm import tqdm
+        self.tqdm = tqdm
+        self.enabled = enabled
+        self.suite = tqdm(total=total, initial=done, desc="suite", unit="run", position=0,
+                          disable=not enabled, dynamic_ncols=True)
+
+    def run(self, folder: Path):
+        import contextlib
+        cfg = res.read_json(folder / res.CONFIG_FILE)
+        label = f"{cfg['stream']['name']} {cfg['strategy']['name']} seed {cfg['seed']}"
+        bar = self.tqdm(total=self._steps(cfg), desc=label, unit="step", position=1,
+                        leave=False, disable=not self.enabled, dynamic_ncols=True)
+
+        @contextlib.contextmanager
+        def scope():
+            try:
+                yield bar.update
+            finally:
+                bar.close()
+            self.suite.update(1)
+            self.suite.write(f"done  {label}")
+        return scope()
+
+    @staticmethod
+    def _steps(cfg: dict) -> int | None:
+        cap = cfg["stream"].get("max_per_experience")
+        if cap is None:
+            return None
+        t = cfg["stream"]["n_experiences"]
+        return t * cfg["train"]["epochs"] * -(-cap // cfg["train"]["batch_size"])
+
+    def finished(self, folder: str, m: dict) -> None:
+        self.suite.update(1)
+        self.suite.write(f"done  {folder}  ACC {m['acc']:.3f}")
+
+    def close(self) -> None:
+        self.suite.close()

@@ -1,0 +1,198 @@
+"""Strategies by name: a preset (TOML under ``strategies/``) names a method and a model variant.
+
+A strategy is a *method* (how training is protected against forgetting: Avalanche's own
+plugins for EWC, SI, LwF and replay, or joint training) applied to a *model variant* (dense,
+COMET, SMoE, ...). So ``comet`` is ``naive`` on a COMET model and ``comet-ewc`` is ``ewc`` on a
+COMET model: adding a strategy is dropping a TOML file, adding a method is one entry in
+``METHODS``.
+
+Every strategy runs on :class:`Strategy` (or :class:`JointStrategy`), Avalanche's
+``SupervisedTemplate`` with two changes: minibatches come straight from tensors
+(``comet_cl.loaders``), and the model is called as ``model(x, ids=sample_ids)`` so COMET can
+reuse cached masks and the Bernoulli baseline can key its masks. Test-time evaluation never
+passes a task label to the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from avalanche.training.plugins import (
+    EvaluationPlugin,
+    EWCPlugin,
+    LwFPlugin,
+    ReplayPlugin,
+    SupervisedPlugin,
+    SynapticIntelligencePlugin,
+)
+from avalanche.training.supervised import JointTraining
+from avalanche.training.templates import SupervisedTemplate
+
+from comet_cl.config import ConfigError, check_keys, closest
+from comet_cl.loaders import tensor_batches
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = REPO_ROOT / "strategies"
+
+
+def _replay(mem_size: int = 500) -> ReplayPlugin:
+    """Experience replay: a class- and experience-balanced buffer of ``mem_size`` samples,
+    each minibatch joined by one of the same size drawn from the buffer."""
+    return ReplayPlugin(mem_size=mem_size)
+
+
+# method name -> the plugin factory whose keyword arguments are the preset's [params].
+METHODS: dict[str, Callable[..., SupervisedPlugin] | None] = {
+    "naive": None,
+    "joint": None,
+    "ewc": EWCPlugin,
+    "si": SynapticIntelligencePlugin,
+    "lwf": LwFPlugin,
+    "replay": _replay,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A strategy's name, its method, the model variant it trains and its hyperparameters."""
+
+    name: str
+    method: str
+    model: str = "dense"
+    params: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)  # overrides of the suite's [train] table
+    description: str = ""
+    source: str = ""  # where the hyperparameters come from
+
+    def resolved(self) -> dict:
+        return {"name": self.name, "method": self.method, "model": self.model,
+                "params": dict(self.params), "train": dict(self.train)}
+
+
+PRESET_KEYS = {"method", "model", "params", "train", "description", "source"}
+
+
+def preset_dirs(extra: Path | None = None) -> list[Path]:
+    dirs = [extra, PRESETS_DIR] if extra is not None else [PRESETS_DIR]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def available_presets(extra: Path | None = None) -> dict[str, Path]:
+    """Preset name -> file; an earlier folder wins (a suite's own presets shadow the repo's)."""
+    found: dict[str, Path] = {}
+    for d in reversed(preset_dirs(extra)):
+        found.update({p.stem: p for p in sorted(d.glob("*.toml"))})
+    return found
+
+
+def load_preset(name: str, extra: Path | None = None) -> Preset:
+    files = available_presets(extra)
+    if name not in files:
+        raise ConfigError(f"unknown strategy '{name}'{closest(name, files)}; presets are "
+                          f"the .toml files in {', '.join(map(str, preset_dirs(extra)))}")
+    path = files[name]
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    check_keys(raw, PRESET_KEYS, path, "", required={"method"})
+    preset = Preset(name=name, **raw)
+    validate_preset(preset, path)
+    return preset
+
+
+def validate_preset(preset: Preset, where) -> None:
+    """Unknown methods and hyperparameters fail here, before any training starts."""
+    if preset.method not in METHODS:
+        raise ConfigError(f"{where}: unknown method '{preset.method}'"
+                          f"{closest(preset.method, METHODS)} (known: {', '.join(METHODS)})")
+    factory = METHODS[preset.method]
+    accepted = set(inspect.signature(factory).parameters) if factory else set()
+    check_keys(preset.params, accepted, where, "params")
+
+
+def method_plugins(preset: Preset) -> list[SupervisedPlugin]:
+    factory = METHODS[preset.method]
+    return [factory(**preset.params)] if factory else []
+
+
+class TensorLoaderMixin:
+    """Fast tensor minibatches and sample ids for any Avalanche supervised template."""
+
+    shuffle_seed: int = 0
+    pending_optimizer_state: dict | None = None
+
+    def make_train_dataloader(self, shuffle=True, **kwargs):
+        # One shuffle stream per experience, fixed by the run seed: a resumed run draws the
+        # same minibatches as an uninterrupted one.
+        seed = self.shuffle_seed * 1_000_003 + self.clock.train_exp_counter
+        loader = tensor_batches(self.adapted_dataset, self.train_mb_size, shuffle=shuffle,
+                                seed=seed, device=self.device)
+        if loader is None:
+            return super().make_train_dataloader(shuffle=shuffle, **kwargs)
+        self.dataloader = loader
+
+    def make_eval_dataloader(self, **kwargs):
+        loader = tensor_batches(self.adapted_dataset, self.eval_mb_size, shuffle=False,
+                                device=self.device)
+        if loader is None:
+            return super().make_eval_dataloader(**kwargs)
+        self.dataloader = loader
+
+    def forward(self):
+        ids = self.mbatch[2] if len(self.mbatch) == 4 else None
+        return self.model(self.mb_x, ids=ids)
+
+    def check_model_and_optimizer(self, **kwargs):
+        # Avalanche resets the optimizer the first time a strategy object trains; a resumed
+        # run puts back the optimizer state (momentum, ...) saved at the experience boundary.
+        super().check_model_and_optimizer(**kwargs)
+        if self.pending_optimizer_state is not None:
+            self.optimizer.load_state_dict(self.pending_optimizer_state)
+            self.pending_optimizer_state = None
+
+
+class Strategy(TensorLoaderMixin, SupervisedTemplate):
+    """Avalanche's SupervisedTemplate on tensor minibatches."""
+
+
+class JointStrategy(TensorLoaderMixin, JointTraining):
+    """Avalanche's JointTraining (all experiences at once: the upper bound) on tensor minibatches."""
+
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
+    kind = train.get("optimizer", "sgd")
+    if kind not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{kind}'{closest(kind, OPTIMIZERS)}")
+    kwargs = {"lr": train["lr"], "weight_decay": train.get("weight_decay", 0.0)}
+    if kind == "sgd":
+        kwargs["momentum"] = train.get("momentum", 0.0)
+    return OPTIMIZERS[kind](model.parameters(), **kwargs)
+
+
+def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_batch_size: int,
+                   device, seed: int, plugins: list[SupervisedPlugin]):
+    """The Avalanche strategy for ``preset`` on ``model``. ``plugins`` are the method's own
+    (from :func:`method_plugins`, or restored from a checkpoint) plus the run's recorders."""
+    template = JointStrategy if preset.method == "joint" else Strategy
+    strategy = template(
+        model=model,
+        optimizer=make_optimizer(model, train),
+        criterion=torch.nn.CrossEntropyLoss(),
+        train_mb_size=train["batch_size"],
+        train_epochs=train["epochs"],
+        eval_mb_size=eval_batch_size,
+        device=device,
+        plugins=plugins,
+        evaluator=EvaluationPlugin(loggers=[]),
+    )
+    strategy.shuffle_seed = seed
+    return strategy

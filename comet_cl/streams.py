@@ -1,0 +1,254 @@
+"""Continual-learning streams as Avalanche benchmarks, built straight from in-memory tensors.
+
+Every experience's dataset is a :class:`TensorImages`: a view (an index tensor, and for
+permuted MNIST a pixel permutation) onto the dataset's one uint8 tensor, so building a stream
+copies nothing and a batch is one gather (see ``comet_cl.loaders``). Items are
+``(x, y, sample_id)``; Avalanche appends the task label, which is 0 everywhere: no experience
+carries a task identity the model could use, in training or at test time.
+
+``sample_id`` is unique per input for the whole stream (the same image under two permutations
+is two inputs), which is what COMET's mask cache and the Bernoulli baseline key on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.utils.classification_dataset import (
+    _make_taskaware_classification_dataset,
+)
+from torch.utils.data import Dataset
+
+from comet_cl import data
+
+# Per-channel mean and std of each training set (the usual published figures).
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """What a stream name means: which dataset, how it is cut, how many experiences."""
+
+    dataset: str
+    scenario: str  # "permuted" (domain-incremental) or "split" (class-incremental)
+    n_experiences: int
+    n_classes: int
+
+
+STREAMS = {
+    "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),
+    "split-mnist": StreamKind("mnist", "split", 5, 10),
+    "split-fashion-mnist": StreamKind("fashion-mnist", "split", 5, 10),
+    "split-cifar10": StreamKind("cifar10", "split", 5, 10),
+    "split-cifar100": StreamKind("cifar100", "split", 10, 100),
+}
+
+
+def stream_kind(name: str) -> StreamKind:
+    if name not in STREAMS:
+        close = difflib.get_close_matches(name, STREAMS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown stream '{name}'{hint} (known: {', '.join(STREAMS)})")
+    return STREAMS[name]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything that fixes a stream. The same spec always gives the same stream.
+
+    class_order: None keeps the natural order (0 1 | 2 3 | ...), "random" shuffles it with the
+    seed, a list gives it explicitly. max_per_experience / max_test_per_experience cap the
+    samples of each experience (a seeded subset) for quick runs. valid_fraction carves a
+    validation split from each experience's training data (Avalanche's ``valid_stream``).
+    """
+
+    name: str
+    seed: int = 0
+    n_experiences: int | None = None
+    class_order: tuple[int, ...] | str | None = None
+    max_per_experience: int | None = None
+    max_test_per_experience: int | None = None
+    valid_fraction: float = 0.0
+    first_identity: bool = True
+    data_root: str | None = field(default=None, compare=False)
+
+    def resolved(self) -> dict:
+        """The spec as plain data, defaults filled in (what a run records in its config)."""
+        d = asdict(self)
+        d["n_experiences"] = self.experiences
+        d.pop("data_root")
+        if isinstance(self.class_order, tuple):
+            d["class_order"] = list(self.class_order)
+        return d
+
+    @property
+    def kind(self) -> StreamKind:
+        return stream_kind(self.name)
+
+    @property
+    def experiences(self) -> int:
+        return self.n_experiences or self.kind.n_experiences
+
+
+class TensorImages(Dataset):
+    """A view onto one uint8 image tensor: ``index`` picks the samples, ``perm`` (optional)
+    permutes the flattened pixels, and items come out normalised as ``(x, y, sample_id)``.
+
+    ``gather`` returns a whole batch with one indexing op: the reason this class exists.
+    """
+
+    def __init__(self, images, targets, index, id_offset, mean, std, perm=None, key=None):
+        self.images = images
+        self.index = index
+        self.targets = targets[index]  # Avalanche reads .targets to build the class dataset
+        self.ids = index + id_offset
+        self.perm = perm
+        shape = (1, -1) + (1,) * (images.dim() - 2)
+        self.mean = torch.tensor(mean).view(shape)
+        self.std = torch.tensor(std).view(shape)
+        self.key = key  # (StreamSpec, split, experience): how to rebuild it when unpickled
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def raw(self, positions: torch.Tensor) -> torch.Tensor:
+        """uint8 images at ``positions`` (permuted if this is a permuted experience)."""
+        x = self.images[self.index[positions]]
+        if self.perm is not None:
+            x = x.flatten(1)[:, self.perm].view_as(x)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W] or [B, C, H, W] -> float32 [B, C, H, W], standardised per channel."""
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return (x.float().div_(255) - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def gather(self, positions: torch.Tensor):
+        return self.normalize(self.raw(positions)), self.targets[positions], self.ids[positions]
+
+    def __getitem__(self, i: int):
+        x, y, sid = self.gather(torch.tensor([i]))
+        return x[0], y[0], sid[0]
+
+    def __reduce__(self):
+        """Pickle as the recipe, not the pixels: a replay buffer in a checkpoint stays small."""
+        if self.key is None:
+            return super().__reduce__()
+        return _rebuild_experience, self.key
+
+
+def _rebuild_experience(spec: StreamSpec, split: str, experience: int) -> TensorImages:
+    return _experience_data(spec)[split][experience]
+
+
+def _permutations(spec: StreamSpec, n_pixels: int) -> list[torch.Tensor | None]:
+    g = torch.Generator().manual_seed(spec.seed)
+    perms = [torch.randperm(n_pixels, generator=g) for _ in range(spec.experiences)]
+    if spec.first_identity:
+        perms[0] = None
+    return perms
+
+
+def _class_order(spec: StreamSpec) -> list[int]:
+    n = spec.kind.n_classes
+    if spec.class_order is None:
+        return list(range(n))
+    if spec.class_order == "random":
+        g = torch.Generator().manual_seed(spec.seed)
+        return torch.randperm(n, generator=g).tolist()
+    order = [int(c) for c in spec.class_order]
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"class_order must be a permutation of 0..{n - 1}, got {order}")
+    return order
+
+
+def _split_classes(spec: StreamSpec) -> list[list[int]]:
+    order, t = _class_order(spec), spec.experiences
+    if len(order) % t:
+        raise ValueError(
+            f"{spec.name}: {len(order)} classes do not split evenly into {t} experiences"
+        )
+    per = len(order) // t
+    return [order[i * per : (i + 1) * per] for i in range(t)]
+
+
+def _cap(index: torch.Tensor, cap: int | None, g: torch.Generator) -> torch.Tensor:
+    """A seeded subset of at most ``cap`` samples, kept in dataset order."""
+    if cap is None or len(index) <= cap:
+        return index
+    return index[torch.randperm(len(index), generator=g)[:cap]].sort().values
+
+
+@lru_cache(maxsize=8)
+def _experience_data(spec: StreamSpec) -> dict[str, list[TensorImages]]:
+    """The train / valid / test TensorImages of every experience (memoised per spec)."""
+    kind = spec.kind
+    x_tr, y_tr, x_te, y_te = data.load(kind.dataset, root=spec.data_root)
+    mean, std = NORMALIZATION[kind.dataset]
+    n_total = len(x_tr) + len(x_te)
+    g = torch.Generator().manual_seed(spec.seed + 1)  # subsets; the +1 keeps it apart from perms
+    t = spec.experiences
+    if kind.scenario == "permuted":
+        perms = _permutations(spec, x_tr[0].numel())
+        tr_idx = [torch.arange(len(x_tr))] * t
+        te_idx = [torch.arange(len(x_te))] * t
+    else:
+        perms = [None] * t
+        groups = [torch.tensor(c) for c in _split_classes(spec)]
+        tr_idx = [torch.isin(y_tr, c).nonzero().flatten() for c in groups]
+        te_idx = [torch.isin(y_te, c).nonzero().flatten() for c in groups]
+
+    out: dict[str, list[TensorImages]] = {"train": [], "valid": [], "test": []}
+    for e in range(t):
+        # Permuted experiences are new inputs: each gets its own block of sample ids.
+        base = e * n_total if kind.scenario == "permuted" else 0
+        train = _cap(tr_idx[e], spec.max_per_experience, g)
+        n_valid = round(spec.valid_fraction * len(train))
+        shuffled = train[torch.randperm(len(train), generator=g)]
+        valid, train = shuffled[:n_valid].sort().values, shuffled[n_valid:].sort().values
+        test = _cap(te_idx[e], spec.max_test_per_experience, g)
+        for split, images, targets, idx, offset in (
+            ("train", x_tr, y_tr, train, base),
+            ("valid", x_tr, y_tr, valid, base),
+            ("test", x_te, y_te, test, base + len(x_tr)),
+        ):
+            out[split].append(
+                TensorImages(images, targets, idx, offset, mean, std, perms[e], (spec, split, e))
+            )
+    return out
+
+
+def make_stream(spec: StreamSpec | str, **options):
+    """An Avalanche benchmark (``train_stream``, ``test_stream``, ``valid_stream`` when
+    ``valid_fraction > 0``) for ``spec``, or for a stream name plus StreamSpec options."""
+    if isinstance(spec, str):
+        spec = StreamSpec(spec, **options)
+    if not 0.0 <= spec.valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {spec.valid_fraction}")
+    parts = _experience_data(spec)
+
+    def wrap(items):
+        return [_make_taskaware_classification_dataset(d, task_labels=0) for d in items]
+
+    streams = {"train": wrap(parts["train"]), "test": wrap(parts["test"])}
+    if spec.valid_fraction > 0:
+        streams["valid"] = wrap(parts["valid"])
+    bench = benchmark_from_datasets(**streams)
+    bench.spec = spec
+    return bench
+
+
+def input_shape(spec: StreamSpec) -> tuple[int, ...]:
+    """The shape of one normalised input of the stream, as the models receive it."""
+    first = _experience_data(spec)["test"][0]
+    return tuple(first.gather(torch.tensor([0]))[0].shape[1:])
