@@ -185,7 +185,7 @@ def _search(name: str, root: str | os.PathLike | None) -> tuple[Source | None, l
 
 def _download(name: str) -> str:
     """Let torchvision fetch the official files into the user cache; report the outcome."""
-    if os.environ.get("COMET_CL_OFFLINE", "") not in ("", "0") or os.environ.get("CI"):
+    if any(os.environ.get(v, "").lower() not in ("", "0", "false") for v in ("COMET_CL_OFFLINE", "CI")):
         return "download: skipped (COMET_CL_OFFLINE or CI is set)"
     target, old_timeout = cache_dir(), socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # torchvision's urlopen has no timeout of its own
@@ -336,7 +336,7 @@ def _unit_to_uint8(x: Any, path: Path) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != 784:
         raise DataFormatError(f"{path}: images are {getattr(x, 'shape', type(x).__name__)}, "
                               "expected floats [N, 784]")
-    scaled = x.astype(np.float64) * 256
+    scaled = x * x.dtype.type(256)  # a power of two: exact in any float dtype
     if not (np.all(scaled == np.rint(scaled)) and scaled.min() >= 0 and scaled.max() <= 255):
         raise DataFormatError(f"{path}: pixels are not multiples of 1/256 in [0, 1)")
     return scaled.astype(np.uint8).reshape(-1, 28, 28)

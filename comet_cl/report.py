@@ -84,7 +84,7 @@ class ReportResult:
     pdf: Path
     csvs: list[Path]
     groups: list[str]  # one per suite spec (suite name + short hash)
-    missing: int  # runs the specs ask for that did not finish
+    missing: int  # rows of the "Missing or unfinished runs" section (report-missing.csv)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ COLUMNS = (
         metrics.METRICS["intransigence"]
         + "; R_joint = the joint runs' final accuracies, averaged over their seeds",
     ),
-    Column("wall_time", "Wall time\n(s)", 1, 1, "min", "Wall time: seconds, summed over experiences"),
+    Column("wall_time", "Wall time\n(s)", 1, 1, "min", "Wall time: training seconds (learning-curve probes excluded), summed over experiences"),
     Column("n_params", "Parameters", 1, 0, None, "Parameters: the model's parameter count", False),
 )
 COLUMN = {c.key: c for c in COLUMNS}
@@ -183,7 +183,10 @@ def group_label(name: str, suite_hash: str) -> str:
 
 
 def _name(item: str | dict) -> str:
-    return item if isinstance(item, str) else item["name"]
+    """A spec entry's name: the entry itself, its 'name', or (a stream entry) its stream's."""
+    if isinstance(item, str):
+        return item
+    return item["name"] if "name" in item else item["stream"]["name"]
 
 
 def load(results_dirs: Iterable[Path]) -> tuple[list[Suite], list[Run]]:
@@ -254,21 +257,17 @@ def run_metrics(run: Run) -> dict[str, float]:
     """The run's headline metrics recomputed from R, R0 and the curves, checked against its
     stored ``summary["metrics"]``: a difference means a corrupted file or an older comet-cl."""
     s = run.summary
-    where = run.path / SUMMARY_FILE
-    try:
-        if s["joint"]:  # trained on all data at once: only its final accuracy means anything
-            got = dict.fromkeys(STORED_METRICS, float("nan")) | {"acc": metrics.acc(s["R"])}
-        else:
-            got = metrics.summarize(s["R"], s["R0"], s["curves"], run.config["eval"]["beta"])
-        stored = s["metrics"]
-        bad = [k for k in STORED_METRICS if not _same(stored.get(k), got[k])]
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ReportError(f"{where}: malformed summary ({type(e).__name__}: {e})") from e
+    if s["joint"]:  # trained on all data at once: only its final accuracy means anything
+        got = dict.fromkeys(STORED_METRICS, float("nan")) | {"acc": metrics.acc(s["R"])}
+    else:
+        got = metrics.summarize(s["R"], s["R0"], s["curves"], run.config["eval"]["beta"])
+    stored = s["metrics"]
+    bad = [k for k in STORED_METRICS if not _same(stored.get(k), got[k])]
     if bad:
         detail = ", ".join(f"{k} stored {stored.get(k)} vs recomputed {got[k]:.12g}" for k in bad)
         raise ReportError(
-            f"{where}: stored metrics differ from those recomputed from its raw matrices "
-            f"({detail}); the file is corrupted or was written by another comet-cl version"
+            f"{run.path / SUMMARY_FILE}: stored metrics differ from those recomputed from its "
+            f"raw matrices ({detail}); the file is corrupted or was written by another comet-cl"
         )
     return got
 
@@ -285,20 +284,22 @@ def joint_final(runs: Sequence[Run]) -> dict[tuple[str, str], np.ndarray]:
 def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per finished run: its identity, recomputed metrics, wall time and size."""
     r_joint = joint_final(runs)
-    rows = []
-    for run in runs:
-        if run.summary is None:
-            continue
-        s = run.summary
-        row = {"group": run.group, "suite": run.config["suite"], "suite_hash": run.config["suite_hash"],
-               "stream": run.stream, "strategy": run.strategy, "seed": run.seed,
-               "joint": bool(s["joint"]), "experiences": len(s["R"][-1]), **run_metrics(run)}
-        row["intransigence"] = _intransigence(run, r_joint.get((run.group, run.stream)))
-        row["wall_time"] = float(np.sum(s["wall_time"]))
-        row["n_params"] = int(s["n_params"])
-        row["path"] = str(run.path)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_run_row(r, r_joint.get((r.group, r.stream))) for r in runs if r.summary])
+
+
+def _run_row(run: Run, r_joint: np.ndarray | None) -> dict:
+    """One finished run's row; a summary lacking a field is an error naming its file."""
+    s = run.summary
+    try:
+        return {"group": run.group, "suite": run.config["suite"],
+                "suite_hash": run.config["suite_hash"], "stream": run.stream,
+                "strategy": run.strategy, "seed": run.seed, "joint": bool(s["joint"]),
+                "experiences": len(s["R"][-1]), **run_metrics(run),
+                "intransigence": _intransigence(run, r_joint),
+                "wall_time": float(np.sum(s["wall_time"])), "n_params": int(s["n_params"]),
+                "path": str(run.path)}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ReportError(f"{run.path / SUMMARY_FILE}: malformed summary ({type(e).__name__}: {e})") from e
 
 
 def _intransigence(run: Run, r_joint: np.ndarray | None) -> float:
@@ -468,7 +469,7 @@ def _heatmap(ax, matrix, *, vmin: float, vmax: float, cmap: str, fmt: str, title
     m = np.asarray(matrix, dtype=float)
     sns.heatmap(m, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, center=center, cbar=False,
                 square=True, annot=m.shape[1] <= MAX_ANNOTATED, fmt=fmt,
-                annot_kws={"fontsize": 9 if m.shape[1] <= 6 else 7}, linewidths=0.5,
+                annot_kws={"fontsize": 9 if m.shape[1] <= 6 else 8}, linewidths=0.5,
                 linecolor="white", yticklabels=yticklabels)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.tick_params(axis="y", rotation=0)
@@ -611,9 +612,9 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 
 def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: float) -> float:
     """Draw ``table`` from ``top`` (figure fraction) down; return where it ends."""
-    chars = [max(len(line) for v in [c, *table[c]] for line in str(v).split("\n"))
-             for c in table.columns]
-    width = min(0.94, sum(0.075 * n + 0.2 for n in chars) / PAGE[0])
+    chars = [3 + max(len(line) for v in [c, *table[c]] for line in str(v).split("\n"))
+             for c in table.columns]  # 3: padding, and room for the bold header
+    width = min(0.94, 0.075 * sum(chars) / PAGE[0])
     height = 0.36 * (len(table) + 1) / PAGE[1]
     ax = fig.add_axes((0.03, top - height, width, height))
     ax.axis("off")
@@ -645,7 +646,7 @@ def table_pages(title: str, table: pd.DataFrame, best: np.ndarray | None,
 
 
 def _notes(fig: Figure, notes: Sequence[str], top: float) -> None:
-    text = "\n".join(textwrap.fill(n, 160, subsequent_indent="   ") for n in notes)
+    text = "\n".join(textwrap.fill(n, 180, subsequent_indent="   ") for n in notes)
     fig.text(0.03, top, text, va="top", ha="left", fontsize=9, linespacing=1.4)
 
 
@@ -695,7 +696,6 @@ def title_page(suites: Sequence[Suite], runs: Sequence[Run], missing: pd.DataFra
         ("Results folders", "; ".join(str(s.folder) for s in suites)),
         ("Runs", f"{len(summaries)} finished, {len(missing)} missing or unfinished"),
         ("Report made", f"{made} by comet-cl {__version__}"),
-        ("Results made by", _distinct(r.config.get("version") for r in runs)),
         ("Finished", _span(s.get("finished_at") for s in summaries)),
         ("git commit", _distinct(s.get("git_commit") for s in summaries)),
         ("Machine", _distinct(s.get("machine") for s in summaries)),
@@ -809,7 +809,7 @@ def write_pdf(path: Path, pages: Iterable[tuple[str | None, Figure]], made: str)
                 bookmarks.append((bookmark, number))
     writer = PdfWriter(clone_from=PdfReader(buf))
     for bookmark, number in bookmarks:
-        writer.add_outline_item(bookmark, number)
+        writer.add_outline_item(title=bookmark, page_number=number)
     out = io.BytesIO()
     writer.write(out)
     atomic_write_bytes(path, out.getvalue())

@@ -104,7 +104,7 @@ class MaskCache(nn.Module):
         """Masks for `ids`; `compute(rows)` gives the masks of the batch rows selected by the
         bool index `rows` and is called once, for the ids not cached yet."""
         ids = ids.to(self.slot_of_id.device)
-        lo, hi = torch.aminmax(ids).tolist() if ids.numel() else (0, -1)
+        lo, hi = torch.stack(torch.aminmax(ids)).tolist() if ids.numel() else (0, -1)
         if lo < 0:
             raise ValueError("sample ids must be non-negative")
         self._grow(hi + 1, 0)

@@ -193,6 +193,12 @@ def test_explicit_root_beats_env_and_env_beats_shared(small_mnist, tmp_path, mon
     assert len(data.load("mnist", root=root)[0]) == 300
     assert data.find("mnist").where == "COMET_CL_DATA"
     assert len(data.load("mnist")[0]) == 50
+    assert str(data.find("mnist")) == f"mnist: {(env / 'MNIST' / 'raw').resolve()} (COMET_CL_DATA, idx)"
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match="known: mnist, fashion-mnist, cifar10, cifar100"):
+        data.load("svhn")
 
 
 def test_missing_explicit_root_does_not_fall_back(mnist, tmp_path, monkeypatch):

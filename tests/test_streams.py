@@ -1,0 +1,123 @@
+"""Streams on real MNIST / CIFAR-10 slices: splits, permutations, seeds, no task identity."""
+
+import torch
+import pytest
+
+from comet_cl.loaders import tensor_batches
+from comet_cl.streams import STREAMS, StreamSpec, make_stream, stream_kind
+
+CAP = 300  # samples per experience: small and fast
+
+
+def classes(exp) -> set[int]:
+    return set(torch.as_tensor(list(exp.dataset.targets)).tolist())
+
+
+def first_batch(exp, n=CAP):
+    return next(iter(tensor_batches(exp.dataset, n, shuffle=False)))
+
+
+@pytest.mark.parametrize("name", ["split-mnist", "split-cifar10"])
+def test_split_streams_have_disjoint_class_pairs_covering_every_class(name):
+    bench = make_stream(name, max_per_experience=CAP, max_test_per_experience=CAP)
+    seen = [classes(e) for e in bench.train_stream]
+    assert len(seen) == 5 and all(len(c) == 2 for c in seen)
+    assert set().union(*seen) == set(range(10))
+    assert sum(len(c) for c in seen) == 10  # pairwise disjoint
+    assert [classes(e) for e in bench.test_stream] == seen
+    assert all(len(e.dataset) == CAP for e in bench.train_stream)
+
+
+def test_class_order_natural_random_and_explicit():
+    natural = make_stream("split-mnist", max_per_experience=50)
+    assert classes(natural.train_stream[0]) == {0, 1}
+    explicit = make_stream("split-mnist", class_order=(9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           max_per_experience=50)
+    assert classes(explicit.train_stream[0]) == {9, 8}
+    r1 = make_stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
+    r2 = make_stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
+    assert [classes(e) for e in r1.train_stream] == [classes(e) for e in r2.train_stream]
+    with pytest.raises(ValueError, match="permutation of 0..9"):
+        make_stream("split-mnist", class_order=(0, 0, 1, 2, 3, 4, 5, 6, 7, 8))
+
+
+def test_permutations_distinct_fixed_by_seed_first_identity():
+    def pixels(seed, first_identity=True):
+        b = make_stream("permuted-mnist", n_experiences=3, seed=seed, max_per_experience=CAP,
+                        first_identity=first_identity)
+        return [first_batch(e)[0] for e in b.train_stream], b
+    a, bench = pixels(0)
+    again, _ = pixels(0)
+    other, _ = pixels(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, again))
+    assert not torch.equal(a[1], other[1])
+    assert not torch.equal(a[1], a[2]) and not torch.equal(a[0], a[1])
+    # experience 0 is the identity: same pixels as the unpermuted images
+    d = bench.train_stream[0].dataset._flat_data._datasets[0]
+    assert d.perm is None
+    # a permutation only moves pixels: per-image sorted values are unchanged
+    d1 = bench.train_stream[1].dataset._flat_data._datasets[0]
+    original = d1.images[d1.index[:20]].flatten(1)
+    permuted = d1.raw(torch.arange(20)).flatten(1)
+    assert not torch.equal(permuted, original)
+    assert torch.equal(permuted.sort(1).values, original.sort(1).values)
+    assert torch.equal(permuted, original[:, d1.perm])
+    no_identity, _ = pixels(0, first_identity=False)
+    assert not torch.equal(no_identity[0], a[0])
+    # labels are MNIST's own in every experience (domain-incremental)
+    assert all(classes(e) == set(range(10)) for e in bench.train_stream)
+
+
+def test_same_seed_identical_streams_other_seed_other_subsets():
+    def ids(seed):
+        b = make_stream("split-mnist", seed=seed, max_per_experience=CAP)
+        return [first_batch(e)[2] for e in b.train_stream]
+    assert all(torch.equal(x, y) for x, y in zip(ids(0), ids(0)))
+    assert not all(torch.equal(x, y) for x, y in zip(ids(0), ids(5)))
+
+
+def test_no_task_identity_is_exposed():
+    bench = make_stream("permuted-mnist", n_experiences=3, max_per_experience=CAP)
+    for stream in (bench.train_stream, bench.test_stream):
+        for e in stream:
+            assert set(e.dataset.targets_task_labels.uniques) == {0}
+            assert e.dataset[0][-1] == 0
+            assert torch.all(first_batch(e)[3] == 0)
+
+
+def test_sample_ids_are_unique_across_the_stream():
+    bench = make_stream("permuted-mnist", n_experiences=3, max_per_experience=CAP,
+                        max_test_per_experience=CAP)
+    every = torch.cat([first_batch(e)[2] for s in (bench.train_stream, bench.test_stream)
+                       for e in s])
+    assert len(every) == 6 * CAP and len(every.unique()) == len(every)
+
+
+def test_tensor_loader_matches_avalanche_per_sample_path():
+    bench = make_stream("split-cifar10", max_per_experience=CAP)
+    data = bench.train_stream[1].dataset
+    mixed = data.concat(bench.train_stream[2].dataset).subset(list(range(CAP - 20, CAP + 20)))
+    x, y, ids, t = first_batch(type("E", (), {"dataset": mixed}), 40)
+    for j in range(0, 40, 7):
+        xs, ys, sid, ts = mixed[j]
+        assert torch.equal(x[j], xs) and y[j] == ys and ids[j] == sid and t[j] == ts
+    assert x.shape == (40, 3, 32, 32) and x.dtype == torch.float32
+    assert abs(x.mean().item()) < 0.3  # standardised with CIFAR-10's channel statistics
+
+
+def test_validation_split_is_carved_from_training_data():
+    bench = make_stream("split-mnist", max_per_experience=CAP, valid_fraction=0.2)
+    for tr, va in zip(bench.train_stream, bench.valid_stream):
+        assert len(va.dataset) == round(0.2 * CAP) and len(tr.dataset) == CAP - len(va.dataset)
+        assert not set(first_batch(tr)[2].tolist()) & set(first_batch(va)[2].tolist())
+        assert classes(tr) == classes(va)
+
+
+def test_unknown_stream_suggests_the_closest_name():
+    with pytest.raises(ValueError, match="did you mean 'split-mnist'"):
+        stream_kind("split-mnst")
+
+
+def test_every_stream_name_has_a_dataset_and_a_default_length():
+    assert STREAMS["split-cifar100"].n_experiences == 10
+    assert StreamSpec("permuted-mnist").experiences == 10
