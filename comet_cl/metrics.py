@@ -109,14 +109,16 @@ def summarize(
     curves: Sequence[Curve] | None = None,
     beta: int = BETA,
 ) -> dict[str, float]:
-    """All headline metrics one run's records allow (NaN where a record is missing)."""
+    """All headline metrics one run's records allow (NaN where a record is missing; LCA_beta is
+    NaN when an experience had fewer than beta minibatches, for which it is undefined)."""
     nan = float("nan")
+    long_enough = bool(curves) and all(max(s for s, _ in c) >= beta for c in curves)
     return {
         "acc": acc(R),
         "bwt": bwt(R),
         "forgetting": forgetting(R),
         "fwt": fwt(R, R0) if R0 is not None else nan,
-        "lca": lca(curves, beta) if curves else nan,
+        "lca": lca(curves, beta) if long_enough else nan,
         "steps_to_threshold": steps_to_threshold(curves, R) if curves else nan,
     }
 

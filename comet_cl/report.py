@@ -22,7 +22,7 @@ import itertools
 import textwrap
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -189,13 +189,18 @@ def _name(item: str | dict) -> str:
     return item["name"] if "name" in item else item["stream"]["name"]
 
 
-def load(results_dirs: Iterable[Path]) -> tuple[list[Suite], list[Run]]:
-    """Read every results folder (each given folder once); any unreadable one is an error."""
-    suites: dict[str, Suite] = {}
-    runs: list[Run] = []
+def results_folders(results_dirs: Iterable[Path]) -> list[Path]:
+    """The given folders, resolved, each once."""
     folders = list(dict.fromkeys(Path(d).resolve() for d in results_dirs))
     if not folders:
         raise ReportError("no results folder given")
+    return folders
+
+
+def load(folders: Sequence[Path]) -> tuple[list[Suite], list[Run]]:
+    """Read every results folder; any unreadable one is an error naming it."""
+    suites: dict[str, Suite] = {}
+    runs: list[Run] = []
     for folder in folders:
         suite, found = _read_folder(folder)
         suites.setdefault(suite.label, suite)
@@ -402,15 +407,20 @@ def _cell(row: pd.Series, col: Column, mark_short: bool = False) -> str:
     return text
 
 
-def stream_columns(agg_stream: pd.DataFrame) -> list[Column]:
-    """The stream's columns: intransigence only when a joint run finished for it."""
+def stream_columns(agg_stream: pd.DataFrame, beta: int) -> list[Column]:
+    """The stream's columns: LCA at the suite's beta; intransigence only when a joint run
+    finished for the stream."""
     has_joint = bool((agg_stream.joint & (agg_stream.n > 0)).any())
-    return [c for c in COLUMNS if c.key != "intransigence" or has_joint]
+    lca = COLUMN["lca"]
+    if beta != metrics.BETA:
+        lca = replace(lca, header=f"LCA_{beta}\n(%)",
+                      definition=f"{lca.definition}; this suite: beta = {beta}")
+    return [lca if c.key == "lca" else c for c in COLUMNS
+            if c.key != "intransigence" or has_joint]
 
 
-def stream_table(agg_stream: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+def stream_table(agg_stream: pd.DataFrame, cols: Sequence[Column]) -> tuple[pd.DataFrame, np.ndarray]:
     """The stream's table as text, and which cells hold a best value."""
-    cols = stream_columns(agg_stream)
     table = pd.DataFrame({"Strategy": agg_stream.strategy,
                           "n": [f"{r.n}/{r.n_expected}" for r in agg_stream.itertuples()]})
     for col in cols:
@@ -535,6 +545,17 @@ def accuracy_matrix_pages(title: str, runs: Sequence[Run], strategies: Sequence[
     return pages
 
 
+def _beta(runs: Sequence[Run]) -> int:
+    """The LCA horizon the runs were evaluated with (one suite spec: one value)."""
+    return runs[0].config["eval"]["beta"] if runs else metrics.BETA
+
+
+def _comet_overlaps(runs: Sequence[Run], strategy: str) -> list[dict]:
+    """Finished summaries of the strategy's COMET-model runs that hold a mask overlap."""
+    return [r.summary for r in runs if r.strategy == strategy and r.summary is not None
+            and r.summary.get("overlap") and r.config["model"].get("variant") == "comet"]
+
+
 def _seen_average(R) -> list[float]:
     """ACC of the first i+1 experiences after training on them, for each i."""
     return [metrics.acc([row[: i + 1] for row in R[: i + 1]]) for i in range(len(R))]
@@ -551,7 +572,7 @@ def curves_page(title: str, runs: Sequence[Run], agg_stream: pd.DataFrame,
     fig = _page(title, "Lines: mean over seeds; bands and error bars: 95% CI (Student t); "
                        "dots: single seeds. n: finished seeds.")
     (acc_ax, lca_ax), (fgt_ax, fwt_ax) = fig.subplots(2, 2)
-    beta = runs[0].config["eval"]["beta"]
+    beta = _beta(runs)
     for strategy in agg_stream.strategy:
         summaries = _finished(runs, strategy)
         if not summaries:
@@ -575,9 +596,15 @@ def curves_page(title: str, runs: Sequence[Run], agg_stream: pd.DataFrame,
                      f"(area = LCA_{beta})",
                xlabel="minibatches trained on the experience",
                ylabel="accuracy on that experience (%)")
+    handles = {}  # one legend for both line panels: label -> handle
     for ax in (acc_ax, lca_ax):
         ax.set_ylim(0, 102)
-        ax.legend(loc="best")
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:  # under the caption, in room taken from the panels
+        fig.get_layout_engine().set(rect=(0.01, 0.04, 0.98, 0.86))
+        fig.legend(handles.values(), handles.keys(), loc="upper center",
+                   bbox_to_anchor=(0.5, 0.935), ncols=len(handles), frameon=False)
     _bars(fgt_ax, agg_stream, raw_stream, COLUMN["forgetting"], palette,
           "Forgetting (lower is better)")
     _bars(fwt_ax, agg_stream, raw_stream, COLUMN["fwt"], palette,
@@ -607,7 +634,7 @@ def overlap_page(title: str, strategy: str, summaries: Sequence[dict]) -> Figure
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i : i + size] for i in range(0, len(items), size)] or [items[:0]]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: float) -> float:
@@ -646,7 +673,7 @@ def table_pages(title: str, table: pd.DataFrame, best: np.ndarray | None,
 
 
 def _notes(fig: Figure, notes: Sequence[str], top: float) -> None:
-    text = "\n".join(textwrap.fill(n, 180, subsequent_indent="   ") for n in notes)
+    text = "\n".join(textwrap.fill(n, 165, subsequent_indent="   ") for n in notes)
     fig.text(0.03, top, text, va="top", ha="left", fontsize=9, linespacing=1.4)
 
 
@@ -670,7 +697,8 @@ def stream_notes(columns: Sequence[Column]) -> list[str]:
 
 
 def summary_notes() -> list[str]:
-    return [*TABLE_NOTES[:3], f"{SHORT}: fewer finished seeds than the suite asks for "
+    """The legend of the summary table and its two definitions."""
+    return [*TABLE_NOTES, f"{SHORT}: fewer finished seeds than the suite asks for "
             "(see 'Missing or unfinished runs').",
             f"\u2022 {metrics.METRICS['acc']}", f"\u2022 {metrics.METRICS['forgetting']}"]
 
@@ -684,16 +712,16 @@ MISSING_NOTES = [
 ]
 
 
-def title_page(suites: Sequence[Suite], runs: Sequence[Run], missing: pd.DataFrame,
-               made: str, contents: Sequence[str]) -> Figure:
+def title_page(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
+               missing: pd.DataFrame, made: str, contents: Sequence[str]) -> Figure:
     """Suites, provenance of the results (from their summaries) and the contents."""
-    fig = _page("")
+    fig = Figure(figsize=PAGE)
     fig.text(0.03, 0.93, "comet-cl benchmark report", fontsize=18, fontweight="bold")
     summaries = [r.summary for r in runs if r.summary is not None]
     versions = sorted({k for s in summaries for k in s.get("versions", {})})
     rows = [
         ("Suites", "; ".join(f"{s.label}, hash {s.hash}" for s in suites)),
-        ("Results folders", "; ".join(str(s.folder) for s in suites)),
+        ("Results folders", "; ".join(map(str, folders))),
         ("Runs", f"{len(summaries)} finished, {len(missing)} missing or unfinished"),
         ("Report made", f"{made} by comet-cl {__version__}"),
         ("Finished", _span(s.get("finished_at") for s in summaries)),
@@ -747,15 +775,15 @@ def stream_section(group: str, stream: str, runs: Sequence[Run], agg_stream: pd.
                    raw_stream: pd.DataFrame, palette: dict) -> Iterator[Figure]:
     """A stream's table page(s), then its figures."""
     title = f"Stream {stream} \u2014 {group}"
-    table, best = stream_table(agg_stream)
-    yield from table_pages(title, table, best, stream_notes(stream_columns(agg_stream)))
+    cols = stream_columns(agg_stream, _beta(runs))
+    yield from table_pages(title, *stream_table(agg_stream, cols), stream_notes(cols))
     if raw_stream.empty:
         return
     strategies = list(agg_stream.strategy)
     yield from accuracy_matrix_pages(f"{title}: accuracy matrix R (mean over seeds)", runs, strategies)
     yield curves_page(title, runs, agg_stream, raw_stream, palette)
     for strategy in strategies:
-        comet = [s for s in _finished(runs, strategy) if s.get("overlap")]
+        comet = _comet_overlaps(runs, strategy)
         if comet:
             yield overlap_page(title, strategy, comet)
 
@@ -778,13 +806,15 @@ def missing_pages(missing: pd.DataFrame) -> list[Figure]:
     return [fig]
 
 
-def pages(suites, runs, raw, agg, missing, made) -> Iterator[tuple[str | None, Figure]]:
+def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
+          raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.DataFrame,
+          made: str) -> Iterator[tuple[str | None, Figure]]:
     """Every page of the report, in order, each with its bookmark title (or None)."""
     groups = list(dict.fromkeys(agg.group))
     streams = list(dict.fromkeys(zip(agg.group, agg.stream)))
     contents = [*(f"Summary across streams \u2014 {g}" for g in groups), "Missing or unfinished runs",
                 *(f"Stream {s} \u2014 {g}" for g, s in streams)]
-    yield "Title", title_page(suites, runs, missing, made, contents)
+    yield "Title", title_page(folders, suites, runs, missing, made, contents)
     for group in groups:
         yield from _section(contents[groups.index(group)], summary_pages(group, agg[agg.group == group]))
     yield from _section("Missing or unfinished runs", missing_pages(missing))
@@ -819,7 +849,8 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def write_csvs(out_pdf: Path, raw, agg, missing) -> list[Path]:
+def write_csvs(out_pdf: Path, raw: pd.DataFrame, agg: pd.DataFrame,
+               missing: pd.DataFrame) -> list[Path]:
     """The report's tables as CSV beside the PDF: runs, summary, one per stream, missing."""
     tables = {"runs": raw, "summary": summary_frame(agg), "missing": missing}
     tables |= {_slug(s): agg[agg.stream == s] for s in dict.fromkeys(agg.stream)}
@@ -836,17 +867,18 @@ def build_report(results_dirs: Sequence[Path], out_pdf: Path) -> ReportResult:
 
     Raises ReportError, naming the folder or file, for an empty, unreadable or inconsistent
     folder (nothing is written then)."""
-    suites, found = load(results_dirs)
+    folders = results_folders(results_dirs)
+    suites, found = load(folders)
     runs, dropped = dedupe(found)
     raw = runs_frame(runs)
     if raw.empty:
-        raise ReportError(f"no finished runs in {', '.join(str(s.folder) for s in suites)}")
+        raise ReportError(f"no finished runs in {', '.join(map(str, folders))}")
     plan = plan_frame(suites, runs)
     agg = aggregate(raw, plan)
     missing = missing_frame(plan, runs, dropped)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    write_pdf(out_pdf, pages(suites, runs, raw, agg, missing, made), made)
+    write_pdf(out_pdf, pages(folders, suites, runs, raw, agg, missing, made), made)
     csvs = write_csvs(out_pdf, raw, agg, missing)
     return ReportResult(out_pdf, csvs, list(dict.fromkeys(agg.group)), len(missing))

@@ -1,4 +1,6 @@
-"""COMET's fixed random router (design/comet.md): c_l = V_l z_{l-1}, m_l = kWTA(c_l), z_l = m_l * c_l.
+"""COMET's fixed random router (design/comet.md):
+
+    z_0 = x,   c_l = V_l z_{l-1},   m_l = kWTA_{k_l}(c_l),   z_l = m_l * c_l
 
 The router looks only at the raw input and is never trained, so an input keeps its mask for
 ever; that is what makes the masks cacheable by sample id (`MaskCache`).
@@ -44,8 +46,8 @@ def kwta(scores: Tensor, k: int) -> Tensor:
 
 
 class RandomLayer(nn.Module):
-    """One fixed router layer shaped like a backbone layer: Linear for [N, fan_in], 3x3-style
-    'same'-padded conv for [C_out, C_in, kh, kw], followed by the backbone's max-pool."""
+    """One fixed router layer shaped like a backbone layer: Linear for [N, fan_in], stride-1
+    'same'-padded conv (as the backbone's) for [C_out, C_in, kh, kw]; then the backbone's pool."""
 
     def __init__(self, shape: Sequence[int], pool: int, generator: torch.Generator) -> None:
         super().__init__()
@@ -88,12 +90,16 @@ class MaskCache(nn.Module):
         self.slot_of_id.fill_(-1)
         self.used = self.hits = self.misses = 0
 
-    def _grow(self, n_ids: int, n_slots: int) -> None:
-        """Double the id table / stores when too small (amortised O(1) per new id)."""
-        if n_ids > len(self.slot_of_id):
-            new = torch.full((max(n_ids, 2 * len(self.slot_of_id)),), -1, dtype=torch.long,
-                             device=self.slot_of_id.device)
-            self.slot_of_id = torch.cat([self.slot_of_id, new[len(self.slot_of_id):]])
+    def _cover(self, n_ids: int) -> None:
+        """Make ids < n_ids addressable; doubling keeps growth amortised O(1) per id."""
+        have = len(self.slot_of_id)
+        if n_ids > have:
+            grown = self.slot_of_id.new_full((max(n_ids, 2 * have),), -1)
+            grown[:have] = self.slot_of_id
+            self.slot_of_id = grown
+
+    def _reserve(self, n_slots: int) -> None:
+        """Make room for n_slots masks per layer, doubling likewise."""
         for l, store in enumerate(self.stores()):
             if n_slots > len(store):
                 grown = store.new_zeros(max(n_slots, 2 * len(store)), store.shape[1])
@@ -107,13 +113,13 @@ class MaskCache(nn.Module):
         lo, hi = torch.stack(torch.aminmax(ids)).tolist() if ids.numel() else (0, -1)
         if lo < 0:
             raise ValueError("sample ids must be non-negative")
-        self._grow(hi + 1, 0)
+        self._cover(hi + 1)
         slots = self.slot_of_id[ids]
         missing = slots < 0
         n_missing = int(missing.sum())
         if n_missing:
             new_ids, inverse = ids[missing].unique(return_inverse=True)
-            self._grow(0, self.used + len(new_ids))
+            self._reserve(self.used + len(new_ids))
             new_slots = torch.arange(self.used, self.used + len(new_ids), device=ids.device)
             self.used += len(new_ids)
             self.slot_of_id[new_ids] = new_slots
@@ -142,8 +148,13 @@ class Router(nn.Module):
         self.p_k = p_k
         self.ks = [n_kept(s[0], p_k) for s in shapes]
         self.cache = MaskCache([s[0] for s in shapes]) if cache else None
-        if self.cache is not None:  # new V_l invalidate cached masks
-            self.register_load_state_dict_post_hook(lambda module, _: module.cache.clear())
+        if self.cache is not None:
+            self.register_load_state_dict_post_hook(Router._drop_cache)
+
+    @staticmethod
+    def _drop_cache(module: Router, _incompatible_keys) -> None:
+        """Loaded V_l invalidate the cached masks (a named function: models stay picklable)."""
+        module.cache.clear()
 
     @torch.no_grad()
     def compute(self, x: Tensor) -> list[Tensor]:

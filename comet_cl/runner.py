@@ -207,7 +207,7 @@ def _order(cfg: dict):
 
 def _overlap(model, bench, recorder: RunRecorder, device) -> dict | None:
     """COMET only: the task x task mask-overlap matrix per layer, on the curve subsets."""
-    if not hasattr(model, "masks"):
+    if getattr(model, "router", None) is None:
         return None
     xs, ids = [], []
     for k in range(len(bench.test_stream)):

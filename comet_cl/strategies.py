@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,32 @@ from avalanche.training.templates import SupervisedTemplate
 
 from comet_cl.config import ConfigError, check_keys, closest
 from comet_cl.loaders import tensor_batches
+
+# The suite records its own metrics (comet_cl.recorder), so Avalanche's evaluator runs without
+# loggers on purpose; and ReplayPlugin calls its own deprecated buffer API on every experience.
+warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanche")
+warnings.filterwarnings("ignore", "Call to deprecated function update", DeprecationWarning)
+
+
+
+def _copy_flat(tensors, target) -> None:
+    for name, t in tensors:
+        if t is not None:
+            target[name].data = t.detach().flatten().to("cpu", copy=True)
+
+
+# Avalanche 0.6's SI snapshots weights and gradients with `.detach().cpu().flatten()`: on a
+# CPU that is a view of the live parameter, so the "old" weights, the "new" ones and the
+# anchor all move with training, the path integral is 0 and the penalty is exactly 0 (SI
+# trained identically to naive here). Its helpers are called by class name, so the fix has
+# to replace them on the class; copying makes them right on every device.
+SynapticIntelligencePlugin.extract_weights = staticmethod(
+    lambda model, target, excluded: _copy_flat(
+        SynapticIntelligencePlugin.allowed_parameters(model, excluded), target))
+SynapticIntelligencePlugin.extract_grad = staticmethod(
+    lambda model, target, excluded: _copy_flat(
+        [(n, p.grad) for n, p in SynapticIntelligencePlugin.allowed_parameters(model, excluded)],
+        target))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "strategies"

@@ -25,6 +25,8 @@ TINY = {
     "strategies": ["naive", "comet", "joint"],
     "model": {"arch": "mlp", "widths": [64, 64], "p_k": 0.5},
     "train": {"epochs": 1, "batch_size": 32},
+    # 200 samples / 32 = 7 minibatches per experience: LCA_beta is only defined for beta <= 7
+    "eval": {"beta": 5, "curve_subset": 200},
 }
 STREAM = "split-mnist"
 

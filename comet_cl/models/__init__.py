@@ -105,7 +105,9 @@ def build_model(arch: str, variant: str, *, in_shape: tuple[int, ...], n_classes
     if unknown:
         raise TypeError(f"build_model() got unexpected keyword argument(s) {unknown} for "
                         f"variant {variant!r} (it takes: {sorted(spec.options) or 'none'})")
-    widths = list(widths or build.default_widths)
+    widths = list(build.default_widths if widths is None else widths)
+    if min(widths, default=0) < 1:
+        raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
     if spec.shrink:
         widths = [n_kept(n, p_k) for n in widths]
     gate = partial(spec.gate, p_k=p_k, seed=router_seed, **variant_kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from comet_cl.routing import kwta, n_kept, unit_scores
+from comet_cl.routing import kwta, unit_scores
 
 _MIX1, _MIX2, _GOLDEN = -4658895280553007687, -7723592293110705685, -7046029254386353131
 
@@ -32,7 +32,8 @@ class Gate(nn.Module):
 
     def scale(self, *, x: Tensor, pre: Tensor, mask: Tensor | None,
               ids: Tensor | None) -> Tensor | None:
-        """x: the layer's input, pre: its pre-activation, mask: the router's mask, ids: sample ids."""
+        """[B, N] multiplier of the activations, or None for all ones. x: the layer's input,
+        pre: its pre-activation, mask: the router's mask (COMET), ids: the sample ids."""
         return None
 
 
@@ -54,7 +55,7 @@ class DropoutGate(Gate):
     def scale(self, *, pre, **_) -> Tensor | None:
         if not self.training or self.p_k == 1.0:
             return None
-        keep = torch.empty(pre.shape[:2], device=pre.device).bernoulli_(self.p_k)
+        keep = torch.empty(pre.shape[:2], dtype=pre.dtype, device=pre.device).bernoulli_(self.p_k)
         return keep / self.p_k
 
 

@@ -26,7 +26,7 @@ class GatedBlock(nn.Module):
         pre = self.layer(x)
         s = self.gate.scale(x=x, pre=pre, mask=mask, ids=ids)
         h = self.act(pre)
-        if s is not None:  # a float multiply: multiplying by a bool tensor is several x slower
+        if s is not None:  # as float: one cast beats bool x float in both forward and backward
             h = h * unit_view(s, h).to(h.dtype)
         return (nn.functional.max_pool2d(h, self.pool) if self.pool > 1 else h), s
 
@@ -56,7 +56,8 @@ class GatedNet(nn.Module):
     @torch.no_grad()
     def masks(self, x: Tensor, ids: Tensor | None = None) -> list[Tensor]:
         """Bool [B, N_l] per masked layer: the units that pass. COMET: the router's masks
-        (mode-independent); other variants: the units their gate passes in the current mode."""
+        (mode-independent); other variants: the units their gate passes in the current mode,
+        from a no-grad run of the backbone (so an SMoE's aux_loss then refers to this call)."""
         if self.router is not None:
             return self.router(x, ids)
         _, scales = self.trunk(x, ids)
