@@ -51,7 +51,10 @@ def _run_one(args) -> int:
 def _report(args) -> int:
     from comet_cl.report import build_report
     result = build_report([Path(d) for d in args.results], Path(args.output))
-    print(result)
+    print(f"report: {result.pdf}")
+    print(f"tables: {', '.join(str(p) for p in result.csvs)}")
+    if result.missing:
+        print(f"{result.missing} missing or unfinished runs are listed in the report")
     return 0
 
 

@@ -181,3 +181,6 @@ def test_task_overlap_matrix_equals_pairwise_mean_and_dead_units():
                 assert matrix[l, i, j].item() == pytest.approx(brute.item(), abs=1e-6)
     everyone = model.masks(x)
     assert dead_units(model, x, batch_size=100) == [int((~m.any(0)).sum()) for m in everyone]
+    dense = build_model("mlp", "dense", **MNIST, widths=[32, 32])
+    assert dead_units(dense, x) == [0, 0]
+    assert torch.allclose(task_overlap_matrix(dense, sets), torch.ones(2, 3, 3))
