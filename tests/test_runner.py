@@ -19,7 +19,7 @@ COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 
 TINY = """name = "tiny"
 seeds = [0, 1]
-streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 400, max_test_per_experience = 200 }]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 1000, max_test_per_experience = 200 }]
 strategies = ["naive", "comet"]
 
 [model]
