@@ -97,7 +97,8 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
                                   f"{closest(name, known)} (it has: {', '.join(sorted(known))})")
         chosen = [s for s in chosen if s["name"] in strategies]
     s_hash = suite_hash(suite)
-    _claim_suite_folder(out, suite, s_hash)
+    seeds = suite["seeds"] if seeds is None else seeds
+    _claim_suite_folder(out, suite, s_hash, seeds)
     runs = []
     for strat in chosen:
         preset = _preset(strat, presets_dir)
@@ -105,7 +106,7 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
             raise ConfigError(f"strategy '{preset.name}': unknown model variant "
                               f"'{preset.model}'{closest(preset.model, VARIANTS)}")
         for entry in suite["streams"]:
-            for seed in seeds if seeds is not None else suite["seeds"]:
+            for seed in seeds:
                 cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
                 folder = res.run_dir(out, entry["stream"]["name"], strat["name"], seed)
                 _write_config(folder, cfg)
@@ -113,18 +114,21 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
     return runs
 
 
-def _claim_suite_folder(out: Path, suite: dict, s_hash: str) -> None:
+def _claim_suite_folder(out: Path, suite: dict, s_hash: str, seeds: list[int]) -> None:
+    """Write suite.json; its seeds are every seed planned in this folder so far (the report
+    counts missing runs from them)."""
     path = out / res.SUITE_FILE
-    if path.exists():
-        old = res.read_json(path)
-        if old.get("suite_hash") != s_hash:
-            raise ConfigError(
-                f"{out} holds results of suite '{old.get('name')}' with another config "
-                f"(hash {old.get('suite_hash')}, now {s_hash}): they would not be comparable. "
-                f"Use another --out, or remove {out} to start over.")
+    old = res.read_json(path) if path.exists() else {}
+    if old and old.get("suite_hash") != s_hash:
+        raise ConfigError(
+            f"{out} holds results of suite '{old.get('name')}' with another config "
+            f"(hash {old.get('suite_hash')}, now {s_hash}): they would not be comparable. "
+            f"Use another --out, or remove {out} to start over.")
+    planned = sorted(set(old.get("spec", {}).get("seeds", [])) | set(seeds))
     res.atomic_write_json(path, {"name": suite["name"], "suite_hash": s_hash,
-                                 "version": comet_cl.__version__, "spec": suite,
-                                 "created": _now()})
+                                 "version": comet_cl.__version__,
+                                 "spec": {**suite, "seeds": planned},
+                                 "created": old.get("created", _now())})
 
 
 def _write_config(folder: Path, cfg: dict) -> None:
@@ -231,8 +235,9 @@ def _jsonable(x):
 
 
 def execute_run(folder: Path, *, data_root=None, device: str = "auto",
-                on_step=None) -> dict:
-    """Run (or resume, or skip) the run in ``folder``; return its summary."""
+                on_start=None, on_step=None) -> dict:
+    """Run (or resume, or skip) the run in ``folder``; return its summary.
+    ``on_start(total_minibatches)`` and ``on_step(1)`` feed a progress display."""
     folder = Path(folder)
     if (folder / res.SUMMARY_FILE).exists():
         return res.read_json(folder / res.SUMMARY_FILE)
@@ -267,6 +272,9 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
         res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done})
 
     phases = [bench.train_stream] if joint else list(bench.train_stream)
+    if on_start is not None:
+        batch, epochs = cfg["train"]["batch_size"], cfg["train"]["epochs"]
+        on_start(epochs * sum(-(-len(e.dataset) // batch) for e in bench.train_stream[done:]))
     for i in range(done, len(phases)):
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
@@ -329,15 +337,43 @@ class _StepCallback(SupervisedPlugin):
 
 # ---- suites -------------------------------------------------------------------------------
 
-def _worker(folder, data_root, device, threads):
+class LocalExecutor:
+    """Executes planned run folders on this machine: in this process when ``workers`` is 1
+    (with a live bar per run), else in a pool of ``workers`` spawned processes.
+
+    The executor interface is ``run(folders, data_root=, device=, progress=)``; each folder
+    is self-contained, so a cluster executor only has to run ``comet-cl run-one FOLDER`` for
+    every folder (a job array) and can share this one's contract.
+    """
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, workers)
+
+    def run(self, folders: list[Path], *, data_root, device: str, progress: "_Progress") -> None:
+        if self.workers == 1:
+            for folder in folders:
+                with progress.run(folder) as bar:
+                    summary = execute_run(folder, data_root=data_root, device=device,
+                                          on_start=bar.reset, on_step=bar.update)
+                progress.finished(folder, summary["metrics"])
+            return
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_worker, f, data_root, device, threads): f for f in folders}
+            for fut in as_completed(futures):
+                progress.finished(futures[fut], fut.result())
+
+
+def _worker(folder: Path, data_root, device: str, threads: int) -> dict:
     torch.set_num_threads(threads)
-    return str(folder), execute_run(folder, data_root=data_root, device=device)["metrics"]
+    return execute_run(folder, data_root=data_root, device=device)["metrics"]
 
 
 def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
               device: str = "auto", workers: int = 1, progress: bool = False,
-              presets_dir: Path | None = None) -> list[Path]:
-    """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed."""
+              presets_dir: Path | None = None, executor=None) -> list[Path]:
+    """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
+    Returns every run folder of the suite (finished ones included)."""
     if isinstance(spec, dict):
         suite = parse_suite(spec, spec.get("name", "<spec>"))
     else:
@@ -347,59 +383,38 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
     pick_device(device)  # fail now, not in a worker
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
     todo = [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
-    show = _Progress(len(runs), len(runs) - len(todo), enabled=progress)
-    if workers <= 1:
-        for folder in todo:
-            with show.run(folder) as step:
-                execute_run(folder, data_root=data_root, device=device, on_step=step)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, f, data_root, device, threads) for f in todo]
-            for fut in as_completed(futures):
-                show.finished(*fut.result())
-    show.close()
+    bars = _Progress(len(runs), len(runs) - len(todo), enabled=progress)
+    try:
+        (executor or LocalExecutor(workers)).run(todo, data_root=data_root, device=device,
+                                                 progress=bars)
+    finally:
+        bars.close()
     return runs
 
 
+def _label(folder: Path) -> str:
+    cfg = res.read_json(folder / res.CONFIG_FILE)
+    return f"{cfg['stream']['name']} / {cfg['strategy']['name']} / seed {cfg['seed']}"
+
+
 class _Progress:
-    """A bar over the suite's runs and, in-process, one over the current run's minibatches."""
+    """A bar over the suite's runs (with ETA) and, in-process, one over the current run's
+    minibatches; a line per finished run."""
 
     def __init__(self, total: int, done: int, enabled: bool):
         from tqdm import tqdm
-        self.tqdm = tqdm
-        self.enabled = enabled
+        self.tqdm, self.enabled = tqdm, enabled
         self.suite = tqdm(total=total, initial=done, desc="suite", unit="run", position=0,
                           disable=not enabled, dynamic_ncols=True)
 
     def run(self, folder: Path):
-        import contextlib
-        cfg = res.read_json(folder / res.CONFIG_FILE)
-        label = f"{cfg['stream']['name']} {cfg['strategy']['name']} seed {cfg['seed']}"
-        bar = self.tqdm(total=self._steps(cfg), desc=label, unit="step", position=1,
-                        leave=False, disable=not self.enabled, dynamic_ncols=True)
+        return self.tqdm(desc=_label(folder), unit="step", position=1, leave=False,
+                         disable=not self.enabled, dynamic_ncols=True)
 
-        @contextlib.contextmanager
-        def scope():
-            try:
-                yield bar.update
-            finally:
-                bar.close()
-            self.suite.update(1)
-            self.suite.write(f"done  {label}")
-        return scope()
-
-    @staticmethod
-    def _steps(cfg: dict) -> int | None:
-        cap = cfg["stream"].get("max_per_experience")
-        if cap is None:
-            return None
-        t = cfg["stream"]["n_experiences"]
-        return t * cfg["train"]["epochs"] * -(-cap // cfg["train"]["batch_size"])
-
-    def finished(self, folder: str, m: dict) -> None:
+    def finished(self, folder: Path, m: dict) -> None:
         self.suite.update(1)
-        self.suite.write(f"done  {folder}  ACC {m['acc']:.3f}")
+        if self.enabled:
+            self.suite.write(f"done  {_label(folder):<45} ACC {m['acc']:.3f}")
 
     def close(self) -> None:
         self.suite.close()
