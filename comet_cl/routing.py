@@ -86,6 +86,14 @@ class MaskCache(nn.Module):
     def stores(self) -> list[Tensor]:
         return [getattr(self, f"store{l}") for l in range(self.n_layers)]
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles start empty: the masks are derivable and can take GBs (LwF
+        keeps a copy of the model, and a run's checkpoint pickles that copy)."""
+        state = self.__dict__.copy()
+        state["_buffers"] = {name: b[:0] for name, b in self._buffers.items()}
+        state.update(used=0, hits=0, misses=0)
+        return state
+
     def clear(self) -> None:
         self.slot_of_id.fill_(-1)
         self.used = self.hits = self.misses = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 
@@ -149,6 +150,11 @@ def test_mask_cache_matches_router_and_hits(device):
     assert torch.load(buffer, weights_only=False).router.cache.used == 0
     assert all(torch.equal(a, b) for a, b in zip(cached.masks(x, ids),
                                                  comet(router_seed=5).masks(x)))
+    # a full cache is not copied along (LwF deep-copies the model; checkpoints pickle it)
+    assert cache.used == 96
+    copied = copy.deepcopy(cached)
+    assert copied.router.cache.used == 0 and len(copied.router.cache.stores()[0]) == 0
+    assert torch.equal(copied(x, ids), cached(x, ids))
 
 
 def test_task_overlap_matrix_equals_pairwise_mean_and_dead_units():
