@@ -13,7 +13,7 @@ is two inputs), which is what COMET's mask cache and the Bernoulli baseline key 
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
@@ -79,7 +79,7 @@ class StreamSpec:
     max_test_per_experience: int | None = None
     valid_fraction: float = 0.0
     first_identity: bool = True
-    data_root: str | None = field(default=None, compare=False)
+    data_root: str | None = None
 
     def resolved(self) -> dict:
         """The spec as plain data, defaults filled in (what a run records in its config)."""

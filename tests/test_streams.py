@@ -1,8 +1,11 @@
 """Streams on real MNIST / CIFAR-10 slices: splits, permutations, seeds, no task identity."""
 
-import torch
-import pytest
+import pickle
 
+import pytest
+import torch
+
+from comet_cl import data
 from comet_cl.loaders import tensor_batches
 from comet_cl.streams import STREAMS, StreamSpec, make_stream, stream_kind
 
@@ -17,7 +20,11 @@ def first_batch(exp, n=CAP):
     return next(iter(tensor_batches(exp.dataset, n, shuffle=False)))
 
 
-@pytest.mark.parametrize("name", ["split-mnist", "split-cifar10"])
+FASHION = pytest.param("split-fashion-mnist", marks=pytest.mark.skipif(
+    not data.DEBIAN_FASHION_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist"))
+
+
+@pytest.mark.parametrize("name", ["split-mnist", "split-cifar10", FASHION])
 def test_split_streams_have_disjoint_class_pairs_covering_every_class(name):
     bench = make_stream(name, max_per_experience=CAP, max_test_per_experience=CAP)
     seen = [classes(e) for e in bench.train_stream]
@@ -26,6 +33,27 @@ def test_split_streams_have_disjoint_class_pairs_covering_every_class(name):
     assert sum(len(c) for c in seen) == 10  # pairwise disjoint
     assert [classes(e) for e in bench.test_stream] == seen
     assert all(len(e.dataset) == CAP for e in bench.train_stream)
+
+
+def test_split_cifar100_has_ten_experiences_of_ten_classes(tmp_path, monkeypatch):
+    """No registry ships CIFAR-100 here: the files are written in its layout from real
+    CIFAR-10 images, with fine labels i % 100 made up so that every class is present."""
+    monkeypatch.setenv("COMET_CL_CACHE", str(tmp_path / "cache"))
+    x, _, xt, _ = data.load("cifar10")
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for split, images in (("train", x[:1000]), ("test", xt[:500])):
+        labels = [i % 100 for i in range(len(images))]
+        (folder / split).write_bytes(pickle.dumps({
+            "data": images.reshape(len(images), -1).numpy(), "fine_labels": labels,
+            "coarse_labels": [c // 5 for c in labels]}))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [str(i) for i in range(100)]}))
+    bench = make_stream("split-cifar100", data_root=str(tmp_path))
+    seen = [classes(e) for e in bench.train_stream]
+    assert len(seen) == 10 and seen[3] == set(range(30, 40))
+    assert set().union(*seen) == set(range(100)) and all(len(e.dataset) == 100
+                                                           for e in bench.train_stream)
+    assert first_batch(bench.test_stream[9])[0].shape == (50, 3, 32, 32)
 
 
 def test_class_order_natural_random_and_explicit():
