@@ -37,10 +37,9 @@ from avalanche.training.templates import SupervisedTemplate
 from comet_cl.config import ConfigError, check_keys, closest
 from comet_cl.loaders import tensor_batches
 
-# The suite records its own metrics (comet_cl.recorder), so Avalanche's evaluator runs without
-# loggers on purpose; and ReplayPlugin calls its own deprecated buffer API on every experience.
+# The suite records its own metrics (comet_cl.recorder): Avalanche's evaluator runs without
+# loggers on purpose.
 warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanche")
-warnings.filterwarnings("ignore", "Call to deprecated function update", DeprecationWarning)
 
 
 
@@ -67,10 +66,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "strategies"
 
 
+class _Replay(ReplayPlugin):
+    """Avalanche's ReplayPlugin, updating its buffer through the buffer's current API
+    (``post_adapt``): the deprecated ``update`` it calls re-arms its own warning every time."""
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
 def _replay(mem_size: int = 500) -> ReplayPlugin:
-    """Experience replay: a class- and experience-balanced buffer of ``mem_size`` samples,
-    each minibatch joined by one of the same size drawn from the buffer."""
-    return ReplayPlugin(mem_size=mem_size)
+    """Experience replay: an experience-balanced buffer of ``mem_size`` samples, each
+    minibatch joined by one of the same size drawn from the buffer."""
+    return _Replay(mem_size=mem_size)
 
 
 # method name -> the plugin factory whose keyword arguments are the preset's [params].

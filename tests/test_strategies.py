@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 from avalanche.evaluation.metrics import bwt_metrics
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 
 from comet_cl import metrics
 from comet_cl.models import build_model
@@ -94,7 +94,7 @@ def test_regularisers_change_training_relative_to_naive(name):
 def test_replay_buffer_checkpoints_as_a_recipe_not_as_pixels():
     bench = make_stream("split-mnist", n_experiences=5, max_per_experience=2000)
     _, strategy = params_after("replay", bench)
-    replay = next(p for p in strategy.plugins if type(p).__name__ == "ReplayPlugin")
+    replay = next(p for p in strategy.plugins if isinstance(p, ReplayPlugin))
     buf = io.BytesIO()
     torch.save(replay, buf)  # as the runner's checkpoint does
     assert buf.tell() < 300_000  # the MNIST images alone are 47 MB
