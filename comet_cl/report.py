@@ -601,10 +601,12 @@ def curves_page(title: str, runs: Sequence[Run], agg_stream: pd.DataFrame,
         ax.set_ylim(0, 102)
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    if handles:  # under the caption, in room taken from the panels
-        fig.get_layout_engine().set(rect=(0.01, 0.04, 0.98, 0.86))
+    if handles:  # under the caption, in room taken from the panels; up to 5 per row
+        ncols = min(len(handles), 5)
+        rows = -(-len(handles) // ncols)
+        fig.get_layout_engine().set(rect=(0.01, 0.04, 0.98, 0.89 - 0.03 * rows))
         fig.legend(handles.values(), handles.keys(), loc="upper center",
-                   bbox_to_anchor=(0.5, 0.935), ncols=len(handles), frameon=False)
+                   bbox_to_anchor=(0.5, 0.935), ncols=ncols, frameon=False)
     _bars(fgt_ax, agg_stream, raw_stream, COLUMN["forgetting"], palette,
           "Forgetting (lower is better)")
     _bars(fwt_ax, agg_stream, raw_stream, COLUMN["fwt"], palette,
