@@ -85,7 +85,8 @@ SUITE_KEYS = {"name": "str", "description": "str", "seeds": "int list", "streams
 DEFAULT_TRAIN = {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
                  "momentum": 0.9, "weight_decay": 0.0}
 DEFAULT_EVAL = {"beta": 10, "curve_subset": 1000, "curve_stride": 10, "batch_size": 1000}
-DEFAULT_MODEL = {"widths": [1000, 1000], "p_k": 0.5, "activation": "relu", "mask_cache": True,
+# widths None: the architecture's own default (mlp [1000, 1000]; conv [32, 64, 128, 256]).
+DEFAULT_MODEL = {"widths": None, "p_k": 0.5, "activation": "relu", "mask_cache": True,
                  "options": {}}
 
 
