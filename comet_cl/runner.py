@@ -291,8 +291,10 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
 
 def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
     beta = cfg["eval"]["beta"]
-    m = (metrics.summarize(R, R0, recorder.curves, beta) if not joint
-         else {**{k: float("nan") for k in metrics.summarize([[0.0]])}, "acc": metrics.acc(R)})
+    if joint:  # one row, after training on everything: only ACC is defined
+        m = {**dict.fromkeys(metrics.summarize([[0.0]]), float("nan")), "acc": metrics.acc(R)}
+    else:
+        m = metrics.summarize(R, R0, recorder.curves, beta)
     return _jsonable({
         "status": "finished", "joint": joint, "R": R, "R0": R0,
         "curves": [[list(p) for p in c] for c in recorder.curves],

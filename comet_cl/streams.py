@@ -131,7 +131,9 @@ class TensorImages(Dataset):
         """uint8 [B, H, W] or [B, C, H, W] -> float32 [B, C, H, W], standardised per channel."""
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        return (x.float().div_(255) - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:  # once per device, not a host copy per batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x.float().div_(255) - self.mean) / self.std
 
     def gather(self, positions: torch.Tensor):
         return self.normalize(self.raw(positions)), self.targets[positions], self.ids[positions]
