@@ -12,13 +12,21 @@ BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(args) -> int:
-    from comet_cl.runner import run_suite
+    from comet_cl.runner import plan_suite, run_suite
+    if args.plan_only:
+        for folder in plan_suite(args.spec, args.out, strategies=args.strategies,
+                                 seeds=_seeds(args.seeds), unfinished=True):
+            print(folder)
+        return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
-                     seeds=list(range(args.seeds)) if args.seeds else None,
-                     data_root=args.data_root, device=args.device, workers=args.workers,
+                     seeds=_seeds(args.seeds), data_root=args.data_root, device=args.device, workers=args.workers,
                      progress=not args.quiet)
     _print_table(runs)
     return 0
+
+
+def _seeds(n: int | None) -> list[int] | None:
+    return list(range(n)) if n else None
 
 
 def _print_table(runs: list[Path]) -> None:
@@ -110,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="runs in parallel, one process each (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--plan-only", action="store_true",
+                     help="write every run's folder and config, print the unfinished ones "
+                          "and stop (then run each with 'comet-cl run-one', e.g. as a "
+                          "cluster job array)")
     run.set_defaults(fn=_run)
 
     one = sub.add_parser("run-one", help="run (or resume) one planned run folder; "

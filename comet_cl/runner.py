@@ -371,19 +371,28 @@ def _worker(folder: Path, data_root, device: str, threads: int) -> dict:
     return execute_run(folder, data_root=data_root, device=device)["metrics"]
 
 
-def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
-              device: str = "auto", workers: int = 1, progress: bool = False,
-              presets_dir: Path | None = None, executor=None) -> list[Path]:
-    """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
-    Returns every run folder of the suite (finished ones included)."""
+def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
+               presets_dir: Path | None = None, unfinished: bool = False) -> list[Path]:
+    """Load (or take) a suite spec and plan its runs into ``out`` (default results/<name>);
+    presets are looked up beside the spec's folder first. ``unfinished``: only the runs
+    still to do."""
     if isinstance(spec, dict):
         suite = parse_suite(spec, spec.get("name", "<spec>"))
     else:
         suite = load_suite(Path(spec))
         presets_dir = presets_dir or Path(spec).resolve().parent.parent / "strategies"
     out = Path(out) if out is not None else RESULTS_ROOT / suite["name"]
-    pick_device(device)  # fail now, not in a worker
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
+    return [r for r in runs if not (unfinished and (r / res.SUMMARY_FILE).exists())]
+
+
+def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
+              device: str = "auto", workers: int = 1, progress: bool = False,
+              presets_dir: Path | None = None, executor=None) -> list[Path]:
+    """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
+    Returns every run folder of the suite (finished ones included)."""
+    pick_device(device)  # fail now, not in a worker
+    runs = plan_suite(spec, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
     todo = [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
     bars = _Progress(len(runs), len(runs) - len(todo), enabled=progress)
     try:

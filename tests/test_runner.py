@@ -180,3 +180,18 @@ def test_list_and_data_commands_say_what_exists():
     found = subprocess.run(COMET_CL + ["data", "mnist", "cifar10"], capture_output=True,
                            text=True, timeout=120)
     assert found.returncode == 0 and "MNIST" in found.stdout and "cifar-10" in found.stdout
+
+
+def test_plan_only_then_run_one_folder_as_a_cluster_job_would(tiny_suite, tmp_path):
+    spec, _, _ = tiny_suite
+    out = tmp_path / "cluster"
+    planned = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(out), "--plan-only"],
+                             capture_output=True, text=True, timeout=120)
+    assert planned.returncode == 0, planned.stderr
+    folders = [Path(line) for line in planned.stdout.split()]
+    assert len(folders) == 4 and all((f / "config.json").exists() for f in folders)
+    assert not list(out.glob("runs/*/*/*/summary.json"))
+    job = subprocess.run(COMET_CL + ["run-one", str(folders[0])], capture_output=True,
+                         text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    assert (folders[0] / "summary.json").exists() and "ACC" in job.stdout
