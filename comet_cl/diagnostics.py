@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 
 @contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with the model in eval mode, then put back the mode it had."""
     was_training = model.training
     model.eval()
     try:
@@ -29,7 +30,7 @@ def _mask_batches(model: nn.Module, x: Tensor, ids: Tensor | None,
                   batch_size: int) -> Iterator[list[Tensor]]:
     """model.masks over x in batches, on the model's device, in eval mode."""
     device = next(model.parameters()).device
-    with _eval(model):
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device)
             ib = None if ids is None else ids[start:start + batch_size].to(device)

@@ -13,19 +13,18 @@ import time
 import torch
 from avalanche.core import SupervisedPlugin
 
+from comet_cl.diagnostics import eval_mode
 from comet_cl.loaders import tensor_batches
 
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, loader) -> float:
     """Top-1 accuracy of ``model`` in eval mode over a tensor loader; restores the mode."""
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    for x, y, ids, _ in loader:
-        correct += (model(x, ids=ids).argmax(1) == y).sum().item()
-        total += len(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y, ids, _ in loader:
+            correct += (model(x, ids=ids).argmax(1) == y).sum().item()
+            total += len(y)
     return correct / total
 
 

@@ -14,12 +14,12 @@ initialisation, COMET's router, and every minibatch order.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 import random
 import subprocess
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from avalanche.core import SupervisedPlugin
 
 import comet_cl
 from comet_cl import metrics
 from comet_cl import results as res
-from avalanche.core import SupervisedPlugin
-
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite
 from comet_cl.diagnostics import task_overlap_matrix
 from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
@@ -306,7 +305,6 @@ def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
 
 
 def _save_checkpoint(folder, strategy, plugins, recorder, R0, R, done) -> None:
-    import io
     buf = io.BytesIO()
     torch.save({"done": done, "model": strategy.model.state_dict(),
                 "optimizer": strategy.optimizer.state_dict(), "plugins": plugins,
