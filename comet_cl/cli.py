@@ -8,7 +8,6 @@ from pathlib import Path
 
 from comet_cl.config import ConfigError
 
-BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(args) -> int:
@@ -79,9 +78,10 @@ def _list(args) -> int:
     for name, path in available_presets().items():
         p = load_preset(name)
         print(f"  {name:<16}{p.method:>7} on {p.model:<7} {p.description}")
-    print("suites:")
-    for spec in sorted(BENCHMARKS_DIR.glob("*.toml")):
-        print(f"  {spec.relative_to(BENCHMARKS_DIR.parent)}")
+    from comet_cl.config import SUITES_DIR
+    print("suites (comet-cl run NAME):")
+    for spec in sorted(SUITES_DIR.glob("*.toml")):
+        print(f"  {spec.stem}")
     return 0
 
 
@@ -103,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
                          description="Run a suite. Finished runs are skipped and unfinished "
                          "ones resume from their last checkpoint, so the same command "
                          "continues an interrupted suite.")
-    run.add_argument("spec", type=Path, help="suite spec (TOML), e.g. benchmarks/quick.toml")
+    run.add_argument("spec", type=Path, help="suite spec: a TOML file, or the name of a packaged suite "
+                     "(e.g. quick; 'comet-cl list' shows them)")
     run.add_argument("--strategies", nargs="+", metavar="NAME",
                      help="run only these strategies of the suite (default: all)")
     run.add_argument("--seeds", type=int, metavar="N",

@@ -1,4 +1,5 @@
-"""Suite specs (TOML under ``benchmarks/``): parsed, checked and resolved in one place.
+"""Suite specs (TOML; the packaged ones under ``comet_cl/suites/``): parsed, checked and
+resolved in one place.
 
 A mistake in a spec fails before anything trains, with one message that names the file, the
 key (and its line), and the closest valid name. ``load_suite`` returns plain data with every
@@ -18,6 +19,35 @@ from comet_cl.streams import STREAMS
 
 class ConfigError(ValueError):
     """A suite spec or strategy preset that cannot be used as written."""
+
+
+# The suites that ship with the package (``comet-cl run quick``); a path to any TOML file works too.
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+def packaged_suites() -> dict[str, Path]:
+    """Packaged suite name (file stem, also with '-' for '_') -> its spec file."""
+    found = {}
+    for path in sorted(SUITES_DIR.glob("*.toml")):
+        found[path.stem] = path
+        found.setdefault(path.stem.replace("_", "-"), path)
+    return found
+
+
+def suite_path(spec) -> Path:
+    """A suite argument as a file: an existing path, else the packaged suite of that name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    suites = packaged_suites()
+    name = path.stem if path.suffix == ".toml" else path.name
+    if str(spec) in suites or (name in suites and not path.exists()):
+        return suites[str(spec)] if str(spec) in suites else suites[name]
+    if path.exists():
+        raise ConfigError(f"suite spec {path} is not a file")
+    raise ConfigError(f"suite spec not found: {spec} (neither a file nor a packaged suite"
+                      f"{closest(name, suites)}; packaged: "
+                      f"{', '.join(sorted(p.stem for p in set(suites.values())))})")
 
 
 def closest(name: str, options: Iterable[str]) -> str:
@@ -155,8 +185,9 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     }
 
 
-def load_suite(path: Path) -> dict:
-    path = Path(path)
+def load_suite(spec) -> dict:
+    """Parse a suite given as a path or as the name of a packaged suite."""
+    path = suite_path(spec)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:

@@ -32,7 +32,7 @@ from avalanche.core import SupervisedPlugin
 import comet_cl
 from comet_cl import metrics
 from comet_cl import results as res
-from comet_cl.config import ConfigError, closest, load_suite, parse_suite
+from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.diagnostics import task_overlap_matrix
 from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
 from comet_cl.recorder import RunRecorder
@@ -377,8 +377,10 @@ def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
     if isinstance(spec, dict):
         suite = parse_suite(spec, spec.get("name", "<spec>"))
     else:
-        suite = load_suite(Path(spec))
-        presets_dir = presets_dir or Path(spec).resolve().parent.parent / "strategies"
+        path = suite_path(spec)
+        suite = load_suite(path)
+        # A user's own presets: a strategies/ folder beside the spec's folder.
+        presets_dir = presets_dir or path.resolve().parent.parent / "strategies"
     out = Path(out) if out is not None else RESULTS_ROOT / suite["name"]
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
     return [r for r in runs if not (unfinished and (r / res.SUMMARY_FILE).exists())]

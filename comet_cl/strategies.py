@@ -1,4 +1,5 @@
-"""Strategies by name: a preset (TOML under ``strategies/``) names a method and a model variant.
+"""Strategies by name: a preset (TOML; the packaged ones under ``comet_cl/presets/``) names a
+method and a model variant.
 
 A strategy is a *method* (how training is protected against forgetting: Avalanche's own
 plugins for EWC, SI, LwF and replay, or joint training) applied to a *model variant* (dense,
@@ -62,8 +63,8 @@ SynapticIntelligencePlugin.extract_grad = staticmethod(
         [(n, p.grad) for n, p in SynapticIntelligencePlugin.allowed_parameters(model, excluded)],
         target))
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PRESETS_DIR = REPO_ROOT / "strategies"
+# The presets that ship with the package; a suite's own folder can add or shadow presets.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class _Replay(ReplayPlugin):

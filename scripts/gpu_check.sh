@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 .venv/bin/python -m pytest -q -p no:cacheprovider -k cuda tests/test_models.py tests/test_routing.py
-.venv/bin/comet-cl run benchmarks/quick.toml --device cuda --seeds 1 --quiet \
+.venv/bin/comet-cl run quick --device cuda --seeds 1 --quiet \
   --out "${OUT:-/tmp}/gpu-quick"

@@ -29,7 +29,7 @@ def write(tmp_path, text, name="suite.toml") -> Path:
 
 
 def test_every_shipped_suite_and_preset_is_valid():
-    for spec in sorted((REPO / "benchmarks").glob("*.toml")):
+    for spec in sorted((REPO / "comet_cl" / "suites").glob("*.toml")):
         suite = load_suite(spec)
         for s in suite["strategies"]:
             load_preset(s["preset"])
@@ -96,7 +96,7 @@ def test_results_of_another_config_are_never_mixed_in(tmp_path):
 def test_edited_preset_is_refused_for_existing_runs(tmp_path):
     presets = tmp_path / "strategies"
     presets.mkdir()
-    shutil.copy(REPO / "strategies" / "ewc.toml", presets / "ewc.toml")
+    shutil.copy(REPO / "comet_cl" / "presets" / "ewc.toml", presets / "ewc.toml")
     suite = parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["ewc"]})
     plan(suite, tmp_path / "out", presets_dir=presets)
     (presets / "ewc.toml").write_text('method = "ewc"\n[params]\newc_lambda = 1.0\n')
@@ -109,3 +109,14 @@ def test_strategy_filter_must_name_a_strategy_of_the_suite(tmp_path):
     with pytest.raises(ConfigError, match="'nave' is not in suite 't'.*did you mean 'naive'"):
         plan(suite, tmp_path / "out", strategies=["nave"])
     assert len(plan(suite, tmp_path / "out2", strategies=["ewc"], seeds=[0, 1])) == 2
+
+
+def test_packaged_suites_run_by_name_and_paths_still_work(tmp_path):
+    from comet_cl.config import SUITES_DIR, suite_path
+    assert suite_path("quick") == SUITES_DIR / "quick.toml"
+    assert suite_path("permuted-mnist") == SUITES_DIR / "permuted_mnist.toml"
+    own = tmp_path / "quick.toml"  # a user's own file wins over the packaged suite of that name
+    own.write_text('name = "mine"\nstreams = ["split-mnist"]\nstrategies = ["naive"]\n')
+    assert suite_path(own) == own and load_suite(own)["name"] == "mine"
+    with pytest.raises(ConfigError, match="suite spec not found: qiuck.*did you mean 'quick'"):
+        suite_path("qiuck")
