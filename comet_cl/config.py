@@ -94,6 +94,7 @@ _TYPES = {
     "bool": lambda v: isinstance(v, bool),
     "table": lambda v: isinstance(v, dict),
     "int list": lambda v: isinstance(v, list) and all(_TYPES["int"](x) for x in v),
+    "number list": lambda v: isinstance(v, list) and all(_TYPES["number"](x) for x in v),
     "int list or 'random'": lambda v: v == "random" or _TYPES["int list"](v),
 }
 
@@ -104,13 +105,19 @@ STREAM_KEYS = {
 }
 MODEL_KEYS = {"arch": "str", "widths": "int list", "p_k": "number", "activation": "str",
               "mask_cache": "bool", "options": "table"}
-TRAIN_KEYS = {"epochs": "int", "batch_size": "int", "optimizer": "str", "lr": "number",
-              "momentum": "number", "weight_decay": "number"}
-EVAL_KEYS = {"beta": "int", "curve_subset": "int", "curve_stride": "int", "batch_size": "int"}
+TRAIN_KEYS = {"epochs": "int", "iterations": "int", "batch_size": "int", "optimizer": "str",
+              "lr": "number", "momentum": "number", "betas": "number list",
+              "weight_decay": "number"}
+EVAL_KEYS = {"beta": "int", "curve_subset": "int", "curve_stride": "int", "batch_size": "int",
+             "split": "str"}
 STRATEGY_KEYS = {"preset": "str", "name": "str", "model": "str", "params": "table",
-                 "train": "table"}
+                 "train": "table", "model_config": "table"}
 SUITE_KEYS = {"name": "str", "description": "str", "seeds": "int list", "streams": "list",
-              "strategies": "list", "model": "table", "train": "table", "eval": "table"}
+              "strategies": "list", "model": "table", "train": "table", "eval": "table",
+              "sweep": "table"}
+SWEEP_KEYS = {"seeds": "int list", "valid_fraction": "number", "grid": "table"}
+DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
+EVAL_SPLITS = ("test", "valid")
 
 DEFAULT_TRAIN = {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
                  "momentum": 0.9, "weight_decay": 0.0}
@@ -157,7 +164,34 @@ def _strategy(entry, path, i: int) -> dict:
     check_table(entry, STRATEGY_KEYS, path, prefix, required={"preset"})
     if "train" in entry:
         check_table(entry["train"], TRAIN_KEYS, path, f"{prefix}.train")
+    if "model_config" in entry:
+        check_table(entry["model_config"], MODEL_KEYS, path, f"{prefix}.model_config")
     return {"name": entry.get("name", entry["preset"]), **entry}
+
+
+def _sweep(raw: dict, path, names: list[str]) -> dict:
+    """The [sweep] table: tuning seeds, the validation share, and a grid per strategy
+    (parameter -> non-empty list of values)."""
+    sweep = {**DEFAULT_SWEEP, **check_table(raw, SWEEP_KEYS, path, "sweep")}
+    if not 0.0 < sweep["valid_fraction"] < 1.0:
+        raise ConfigError(f"{_where(path, 'sweep', 'valid_fraction')}: must be in (0, 1), got "
+                          f"{sweep['valid_fraction']}")
+    if not sweep["seeds"] or min(sweep["seeds"]) < 0:
+        raise ConfigError(f"{_where(path, 'sweep', 'seeds')}: expected a non-empty list of "
+                          f"non-negative seeds, got {sweep['seeds']}")
+    grid = check_table(sweep.get("grid", {}), dict.fromkeys(names, "table"), path, "sweep.grid")
+    for name, params in grid.items():
+        for key, values in params.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{_where(path, f'sweep.grid.{name}', key)}: expected a "
+                                  f"non-empty list of values, got {values!r}")
+            schema = MODEL_KEYS.get(key) or TRAIN_KEYS.get(key)
+            if schema is not None:
+                for v in values:
+                    if not _TYPES[schema](v):
+                        raise ConfigError(f"{_where(path, f'sweep.grid.{name}', key)}: expected "
+                                          f"{schema} values, got {type(v).__name__} {v!r}")
+    return {**sweep, "grid": grid}
 
 
 def parse_suite(raw: dict, path="<spec>") -> dict:
@@ -173,6 +207,14 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     names = [s["name"] for s in strategies]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two strategies share a name in {names}; give one a 'name'")
+    if evaluation.get("split", "test") not in EVAL_SPLITS:
+        raise ConfigError(f"{_where(path, 'eval', 'split')}: expected one of "
+                          f"{', '.join(EVAL_SPLITS)}, got {evaluation['split']!r}")
+    if train.get("iterations") is not None and "epochs" in raw.get("train", {}) \
+            and train["epochs"] != 1:
+        raise ConfigError(f"{_where(path, 'train', 'iterations')}: give either an iterations "
+                          f"budget or epochs, not both")
+    extra = {"sweep": _sweep(raw["sweep"], path, names)} if "sweep" in raw else {}
     return {
         "name": raw["name"],
         "description": raw.get("description", ""),
@@ -182,6 +224,7 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
         "train": train,
         "eval": evaluation,
         "path": str(path),
+        **extra,
     }
 
 

@@ -22,29 +22,43 @@ class TensorBatchLoader:
 
     A new shuffle order is drawn from ``generator`` at every pass, so the order of every epoch
     is fixed by the seed the generator started from.
+
+    ``n_batches`` set: one iteration yields exactly that many minibatches (a budget in
+    minibatch updates, as the literature states it: "5,000 iterations per task"), cycling
+    through as many shuffled passes as needed with ``drop_last`` (every minibatch full), the
+    way van de Ven & Tolias' code draws them.
     """
 
     def __init__(self, images, targets, ids, normalize, batch_size, *, shuffle, generator,
-                 drop_last=False):
+                 drop_last=False, n_batches=None):
         self.images, self.targets, self.ids = images, targets, ids
         self.normalize = normalize
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
-        self.drop_last = drop_last
+        self.drop_last = drop_last or n_batches is not None
+        self.n_batches = n_batches
+        if n_batches is not None and len(targets) < batch_size:
+            raise ValueError(f"an iterations budget needs at least one full minibatch: "
+                             f"{len(targets)} samples < batch size {batch_size}")
 
-    def __len__(self) -> int:
+    def _per_pass(self) -> int:
         n = len(self.targets) / self.batch_size
         return math.floor(n) if self.drop_last else math.ceil(n)
 
+    def __len__(self) -> int:
+        return self.n_batches if self.n_batches is not None else self._per_pass()
+
     def __iter__(self):
-        n = len(self.targets)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.images.device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            y = self.targets[idx]
-            yield self.normalize(self.images[idx]), y, self.ids[idx], torch.zeros_like(y)
+        n, per_pass, left = len(self.targets), self._per_pass(), len(self)
+        while left > 0:
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+            order = order.to(self.images.device)
+            for b in range(min(per_pass, left)):
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                y = self.targets[idx]
+                yield self.normalize(self.images[idx]), y, self.ids[idx], torch.zeros_like(y)
+            left -= per_pass
 
 
 def _leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Tensor] | None:
@@ -67,9 +81,11 @@ def _leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Te
 
 
 def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
-                   device: torch.device | str = "cpu") -> TensorBatchLoader | None:
+                   device: torch.device | str = "cpu",
+                   n_batches: int | None = None) -> TensorBatchLoader | None:
     """A TensorBatchLoader over ``dataset``, its tensors already on ``device``; None when the
-    dataset is not made of TensorImages views."""
+    dataset is not made of TensorImages views. ``n_batches``: a fixed number of minibatches
+    per pass over the loader (see TensorBatchLoader)."""
     resolved = _leaf_positions(dataset)
     if resolved is None:
         return None
@@ -91,4 +107,4 @@ def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
     images, targets, ids = (torch.cat(t)[order].to(device) for t in (images, targets, ids))
     generator = torch.Generator().manual_seed(seed)
     return TensorBatchLoader(images, targets, ids, leaves[0].normalize, batch_size,
-                             shuffle=shuffle, generator=generator)
+                             shuffle=shuffle, generator=generator, n_batches=n_batches)

@@ -32,11 +32,18 @@ from avalanche.core import SupervisedPlugin
 import comet_cl
 from comet_cl import metrics
 from comet_cl import results as res
+from comet_cl import sweep
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.diagnostics import task_overlap_matrix
 from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
 from comet_cl.recorder import RunRecorder
-from comet_cl.strategies import Preset, build_strategy, load_preset, method_plugins
+from comet_cl.strategies import (
+    Preset,
+    build_strategy,
+    load_preset,
+    method_plugins,
+    validate_preset,
+)
 from comet_cl.streams import StreamSpec, input_shape, make_stream
 
 RESULTS_ROOT = Path("results")
@@ -65,7 +72,8 @@ def suite_hash(suite: dict) -> str:
 
 def _run_config(suite: dict, entry: dict, preset: Preset, seed: int, s_hash: str) -> dict:
     stream = StreamSpec(seed=seed, **entry["stream"]).resolved()
-    model = {**entry["model"], "variant": preset.model}
+    model = {**entry["model"], **entry["strategy"].get("model_config", {}),
+             "variant": preset.model}
     train = {**suite["train"], **preset.train, **entry["strategy"].get("train", {})}
     return {"suite": suite["name"], "suite_hash": s_hash, "version": comet_cl.__version__,
             "seed": seed, "stream": stream, "model": model,
@@ -75,17 +83,21 @@ def _run_config(suite: dict, entry: dict, preset: Preset, seed: int, s_hash: str
 
 def _preset(entry: dict, presets_dir: Path | None) -> Preset:
     base = load_preset(entry["preset"], presets_dir)
-    return Preset(name=entry["name"], method=base.method,
-                  model=entry.get("model", base.model),
-                  params={**base.params, **entry.get("params", {})},
-                  train={**base.train, **entry.get("train", {})},
-                  description=base.description, source=base.source)
+    preset = Preset(name=entry["name"], method=base.method,
+                    model=entry.get("model", base.model),
+                    params={**base.params, **entry.get("params", {})},
+                    train={**base.train, **entry.get("train", {})},
+                    description=base.description, source=base.source)
+    validate_preset(preset, f"strategy '{entry['name']}'")
+    return preset
 
 
 def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
-         seeds: list[int] | None = None, presets_dir: Path | None = None) -> list[Path]:
+         seeds: list[int] | None = None, presets_dir: Path | None = None,
+         chosen_values: dict | None = None) -> list[Path]:
     """Write suite.json and each run's config.json (unless already there and identical);
-    return the run folders. A folder holding results of a different config is refused."""
+    return the run folders. A folder holding results of a different config is refused.
+    ``chosen_values``: {(stream, strategy): {param: value}} picked by a validation sweep."""
     out = Path(out)
     chosen = suite["strategies"]
     if strategies:
@@ -97,20 +109,23 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
         chosen = [s for s in chosen if s["name"] in strategies]
     s_hash = suite_hash(suite)
     seeds = suite["seeds"] if seeds is None else seeds
-    _claim_suite_folder(out, suite, s_hash, seeds)
-    runs = []
-    for strat in chosen:
-        preset = _preset(strat, presets_dir)
-        if preset.model not in VARIANTS:
-            raise ConfigError(f"strategy '{preset.name}': unknown model variant "
-                              f"'{preset.model}'{closest(preset.model, VARIANTS)}")
+    planned = []  # every config is built (and so checked) before anything is written
+    for base in chosen:
         for entry in suite["streams"]:
+            point = (chosen_values or {}).get((entry["stream"]["name"], base["name"]), {})
+            strat = sweep.with_values(base, point)
+            preset = _preset(strat, presets_dir)
+            if preset.model not in VARIANTS:
+                raise ConfigError(f"strategy '{preset.name}': unknown model variant "
+                                  f"'{preset.model}'{closest(preset.model, VARIANTS)}")
             for seed in seeds:
                 cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
-                folder = res.run_dir(out, entry["stream"]["name"], strat["name"], seed)
-                _write_config(folder, cfg)
-                runs.append(folder)
-    return runs
+                planned.append((res.run_dir(out, entry["stream"]["name"], strat["name"], seed),
+                                cfg))
+    _claim_suite_folder(out, suite, s_hash, seeds)
+    for folder, cfg in planned:
+        _write_config(folder, cfg)
+    return [folder for folder, _ in planned]
 
 
 def _claim_suite_folder(out: Path, suite: dict, s_hash: str, seeds: list[int]) -> None:
@@ -197,7 +212,7 @@ def _build(cfg: dict, data_root, device: torch.device):
     bench = make_stream(spec)
     m = cfg["model"]
     model = build_model(m["arch"], m["variant"], in_shape=input_shape(spec),
-                        n_classes=spec.kind.n_classes, widths=m["widths"], p_k=m["p_k"],
+                        n_classes=spec.kind.n_outputs(spec.experiences), widths=m["widths"], p_k=m["p_k"],
                         activation=m["activation"], router_seed=seed,
                         mask_cache=m["mask_cache"], **m.get("options", {}))
     return bench, model.to(device)
@@ -246,7 +261,7 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
     preset = Preset(**cfg["strategy"])
     joint = preset.method == "joint"
     ev = cfg["eval"]
-    recorder = RunRecorder(bench.test_stream, beta=ev["beta"], curve_subset=ev["curve_subset"],
+    recorder = RunRecorder(_eval_stream(bench, ev), beta=ev["beta"], curve_subset=ev["curve_subset"],
                            curve_stride=ev["curve_stride"], batch_size=ev["batch_size"],
                            seed=cfg["seed"], record_curves=not joint)
     plugins = method_plugins(preset)
@@ -272,8 +287,7 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
 
     phases = [bench.train_stream] if joint else list(bench.train_stream)
     if on_start is not None:
-        batch, epochs = cfg["train"]["batch_size"], cfg["train"]["epochs"]
-        on_start(epochs * sum(-(-len(e.dataset) // batch) for e in bench.train_stream[done:]))
+        on_start(_planned_steps(cfg["train"], bench.train_stream, done, joint))
     for i in range(done, len(phases)):
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
@@ -286,6 +300,26 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
     res.append_event(folder, {"event": "finished", "time": _now(), "acc": summary["metrics"]["acc"]})
     (folder / res.CHECKPOINT_FILE).unlink(missing_ok=True)  # the summary holds all results
     return summary
+
+
+def _eval_stream(bench, ev: dict):
+    """Where a run is evaluated: the test sets, or (a tuning run of a sweep) the validation
+    splits carved from the training data, so that a choice never sees the test sets."""
+    if ev.get("split", "test") == "test":
+        return bench.test_stream
+    if not hasattr(bench, "valid_stream"):
+        raise ConfigError("eval split 'valid' needs a stream with valid_fraction > 0")
+    return bench.valid_stream
+
+
+def _planned_steps(train: dict, train_stream, done: int, joint: bool) -> int:
+    """Minibatch updates still to make (the progress bar's total): an iterations budget, or
+    epochs x minibatches per experience."""
+    left = list(train_stream[done:])
+    if train.get("iterations"):
+        return train["iterations"] * len(left)
+    batch = train["batch_size"]
+    return train["epochs"] * sum(-(-len(e.dataset) // batch) for e in left)
 
 
 def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
@@ -369,38 +403,71 @@ def _worker(folder: Path, data_root, device: str, threads: int) -> dict:
     return execute_run(folder, data_root=data_root, device=device)["metrics"]
 
 
-def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
-               presets_dir: Path | None = None, unfinished: bool = False) -> list[Path]:
-    """Load (or take) a suite spec and plan its runs into ``out`` (default results/<name>);
-    presets are looked up beside the spec's folder first. ``unfinished``: only the runs
-    still to do."""
+def _load(spec, out, presets_dir) -> tuple[dict, Path, Path | None]:
+    """The parsed suite, its results folder (default results/<name>) and its presets folder
+    (a user's own: a strategies/ folder beside the spec's folder)."""
     if isinstance(spec, dict):
         suite = parse_suite(spec, spec.get("name", "<spec>"))
     else:
         path = suite_path(spec)
         suite = load_suite(path)
-        # A user's own presets: a strategies/ folder beside the spec's folder.
         presets_dir = presets_dir or path.resolve().parent.parent / "strategies"
-    out = Path(out) if out is not None else RESULTS_ROOT / suite["name"]
-    runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
-    return [r for r in runs if not (unfinished and (r / res.SUMMARY_FILE).exists())]
+    return suite, Path(out) if out is not None else RESULTS_ROOT / suite["name"], presets_dir
+
+
+def _unfinished(runs: list[Path]) -> list[Path]:
+    return [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
+
+
+def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
+               presets_dir: Path | None = None, unfinished: bool = False) -> list[Path]:
+    """Load (or take) a suite spec and plan its runs into ``out`` (default results/<name>);
+    presets are looked up beside the spec's folder first. ``unfinished``: only the runs
+    still to do. A suite with a validation sweep plans its tuning runs (in ``out/sweep``)
+    first: while any is unfinished, those are what this returns, since the final runs'
+    values are not chosen yet."""
+    suite, out, presets_dir = _load(spec, out, presets_dir)
+    tuning = sweep.tuning_suite(suite, strategies)
+    chosen = None
+    if tuning is not None:
+        truns = plan(tuning, out / sweep.SWEEP_DIR, presets_dir=presets_dir)
+        if _unfinished(truns):
+            return _unfinished(truns) if unfinished else truns
+        chosen = sweep.choose(suite, out, strategies)
+    runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,
+                chosen_values=chosen)
+    return _unfinished(runs) if unfinished else runs
 
 
 def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
               device: str = "auto", workers: int = 1, progress: bool = False,
               presets_dir: Path | None = None, executor=None) -> list[Path]:
     """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
-    Returns every run folder of the suite (finished ones included)."""
+    A validation sweep runs first (its tuning runs, then the choice, see comet_cl.sweep).
+    Returns every final run folder of the suite (finished ones included)."""
     pick_device(device)  # fail now, not in a worker
-    runs = plan_suite(spec, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir)
-    todo = [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
-    bars = _Progress(len(runs), len(runs) - len(todo), enabled=progress)
+    suite, out, presets_dir = _load(spec, out, presets_dir)
+    executor = executor or LocalExecutor(workers)
+    tuning = sweep.tuning_suite(suite, strategies)
+    chosen = None
+    if tuning is not None:
+        truns = plan(tuning, out / sweep.SWEEP_DIR, presets_dir=presets_dir)
+        _execute(executor, truns, data_root, device, progress, "sweep")
+        chosen = sweep.choose(suite, out, strategies)
+    runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,
+                chosen_values=chosen)
+    _execute(executor, runs, data_root, device, progress, "suite")
+    return runs
+
+
+def _execute(executor, runs: list[Path], data_root, device: str, progress: bool,
+             stage: str) -> None:
+    todo = _unfinished(runs)
+    bars = _Progress(len(runs), len(runs) - len(todo), enabled=progress, desc=stage)
     try:
-        (executor or LocalExecutor(workers)).run(todo, data_root=data_root, device=device,
-                                                 progress=bars)
+        executor.run(todo, data_root=data_root, device=device, progress=bars)
     finally:
         bars.close()
-    return runs
 
 
 def _label(folder: Path) -> str:
@@ -412,10 +479,10 @@ class _Progress:
     """A bar over the suite's runs (with ETA) and, in-process, one over the current run's
     minibatches; a line per finished run."""
 
-    def __init__(self, total: int, done: int, enabled: bool):
+    def __init__(self, total: int, done: int, enabled: bool, desc: str = "suite"):
         from tqdm import tqdm
         self.tqdm, self.enabled = tqdm, enabled
-        self.suite = tqdm(total=total, initial=done, desc="suite", unit="run", position=0,
+        self.suite = tqdm(total=total, initial=done, desc=desc, unit="run", position=0,
                           disable=not enabled, dynamic_ncols=True)
 
     def run(self, folder: Path):

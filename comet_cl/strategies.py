@@ -161,13 +161,18 @@ class TensorLoaderMixin:
 
     shuffle_seed: int = 0
     pending_optimizer_state: dict | None = None
+    train_iterations: int | None = None  # minibatch updates per experience (None: epochs)
+
+    def iterations_now(self) -> int | None:
+        """The minibatch budget of the training phase about to start."""
+        return self.train_iterations
 
     def make_train_dataloader(self, shuffle=True, **kwargs):
         # One shuffle stream per experience, fixed by the run seed: a resumed run draws the
         # same minibatches as an uninterrupted one.
         seed = self.shuffle_seed * 1_000_003 + self.clock.train_exp_counter
         loader = tensor_batches(self.adapted_dataset, self.train_mb_size, shuffle=shuffle,
-                                seed=seed, device=self.device)
+                                seed=seed, device=self.device, n_batches=self.iterations_now())
         if loader is None:
             return super().make_train_dataloader(shuffle=shuffle, **kwargs)
         self.dataloader = loader
@@ -197,7 +202,14 @@ class Strategy(TensorLoaderMixin, SupervisedTemplate):
 
 
 class JointStrategy(TensorLoaderMixin, JointTraining):
-    """Avalanche's JointTraining (all experiences at once: the upper bound) on tensor minibatches."""
+    """Avalanche's JointTraining (all experiences at once: the upper bound) on tensor minibatches.
+
+    With an iterations budget it makes ``iterations x experiences`` updates on the union: the
+    same number of updates as the sequential runs it bounds."""
+
+    def iterations_now(self) -> int | None:
+        n = self.train_iterations
+        return None if n is None else n * len(self._experiences)
 
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -210,6 +222,8 @@ def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer
     kwargs = {"lr": train["lr"], "weight_decay": train.get("weight_decay", 0.0)}
     if kind == "sgd":
         kwargs["momentum"] = train.get("momentum", 0.0)
+    elif train.get("betas") is not None:
+        kwargs["betas"] = tuple(train["betas"])
     return OPTIMIZERS[kind](model.parameters(), **kwargs)
 
 
@@ -223,11 +237,13 @@ def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_
         optimizer=make_optimizer(model, train),
         criterion=torch.nn.CrossEntropyLoss(),
         train_mb_size=train["batch_size"],
-        train_epochs=train["epochs"],
+        # an iterations budget is one pass over a loader of exactly that many minibatches
+        train_epochs=1 if train.get("iterations") else train["epochs"],
         eval_mb_size=eval_batch_size,
         device=device,
         plugins=plugins,
         evaluator=EvaluationPlugin(loggers=[]),
     )
     strategy.shuffle_seed = seed
+    strategy.train_iterations = train.get("iterations")
     return strategy

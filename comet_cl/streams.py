@@ -36,17 +36,38 @@ NORMALIZATION = {
 
 @dataclass(frozen=True)
 class StreamKind:
-    """What a stream name means: which dataset, how it is cut, how many experiences."""
+    """What a stream name means: which dataset, how it is cut, how many experiences.
+
+    ``scenario`` is how the data is cut ("permuted": every experience is all classes under a
+    new pixel permutation; "split": every experience is a group of classes).
+    ``relabel_within_experience``: a split stream whose label is the class's position within
+    its experience's group ("first or second digit of the pair"): van de Ven & Tolias'
+    domain-incremental split MNIST, one shared 2-way head, no task identity. Otherwise the
+    label is the class itself (class-incremental: one head over every class).
+    """
 
     dataset: str
-    scenario: str  # "permuted" (domain-incremental) or "split" (class-incremental)
+    scenario: str  # "permuted" or "split"
     n_experiences: int
-    n_classes: int
+    n_classes: int  # classes in the dataset
+    relabel_within_experience: bool = False
+
+    @property
+    def incremental(self) -> str:
+        """The continual-learning scenario (van de Ven & Tolias 2019): "domain" or "class"."""
+        return "domain" if self.scenario == "permuted" or self.relabel_within_experience else "class"
+
+    def n_outputs(self, n_experiences: int) -> int:
+        """Width of the model's output layer."""
+        if self.relabel_within_experience:
+            return self.n_classes // n_experiences
+        return self.n_classes
 
 
 STREAMS = {
     "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),
     "split-mnist": StreamKind("mnist", "split", 5, 10),
+    "split-mnist-domain": StreamKind("mnist", "split", 5, 10, relabel_within_experience=True),
     "split-fashion-mnist": StreamKind("fashion-mnist", "split", 5, 10),
     "split-cifar10": StreamKind("cifar10", "split", 5, 10),
     "split-cifar100": StreamKind("cifar100", "split", 10, 100),
@@ -191,6 +212,15 @@ def _cap(index: torch.Tensor, cap: int | None, g: torch.Generator) -> torch.Tens
     return index[torch.randperm(len(index), generator=g)[:cap]].sort().values
 
 
+def _position_in_group(y: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    """Each label replaced by its class's position within its experience's class group."""
+    out = torch.full_like(y, -1)
+    for group in groups:
+        for pos, c in enumerate(group.tolist()):
+            out[y == c] = pos
+    return out
+
+
 @lru_cache(maxsize=8)
 def _experience_data(spec: StreamSpec) -> dict[str, list[TensorImages]]:
     """The train / valid / test TensorImages of every experience (memoised per spec)."""
@@ -209,6 +239,8 @@ def _experience_data(spec: StreamSpec) -> dict[str, list[TensorImages]]:
         groups = [torch.tensor(c) for c in _split_classes(spec)]
         tr_idx = [torch.isin(y_tr, c).nonzero().flatten() for c in groups]
         te_idx = [torch.isin(y_te, c).nonzero().flatten() for c in groups]
+        if kind.relabel_within_experience:
+            y_tr, y_te = _position_in_group(y_tr, groups), _position_in_group(y_te, groups)
 
     out: dict[str, list[TensorImages]] = {"train": [], "valid": [], "test": []}
     for e in range(t):

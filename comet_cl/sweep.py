@@ -1,0 +1,125 @@
+"""Validation sweeps: choose hyperparameters the way the papers did, never on the test sets.
+
+A suite's ``[sweep]`` table gives, per strategy, a grid over its preset parameters
+(``ewc_lambda``, ``si_c``, ``alpha``, ...), model settings (``p_k``, ``widths``, ...) or
+training settings (``lr``, ...). Each grid point is a *tuning run*: the same stream with
+``valid_fraction`` of every experience's training data held out, trained on the rest and
+evaluated on the held-out part. The tuning runs are ordinary resumable run folders, in
+``OUT/sweep/`` (a suite folder of its own). When every tuning run of a (stream, strategy) has
+finished, :func:`choose` picks one point by :data:`RULE`, writes the whole sweep (grid, score of
+each point, choice) to ``OUT/sweep.json``, and the suite's final runs train on the full
+training data with the chosen values and are evaluated on the test sets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from comet_cl import results as res
+from comet_cl.config import MODEL_KEYS, TRAIN_KEYS, ConfigError
+
+SWEEP_DIR = "sweep"
+SWEEP_FILE = "sweep.json"
+RULE = ("the grid point with the highest final average accuracy (ACC) on the validation "
+        "splits, averaged over the sweep's seeds; a tie goes to the point listed first")
+
+
+def target(param: str) -> str:
+    """Which part of a strategy a grid parameter sets: 'model_config', 'train' or 'params'."""
+    if param in MODEL_KEYS:
+        return "model_config"
+    if param in TRAIN_KEYS:
+        return "train"
+    return "params"
+
+
+def points(grid: dict[str, list]) -> list[dict]:
+    """Every combination of the grid's values, in the order written (first key slowest)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list):
+        return "-".join(_fmt(x) for x in v)
+    if isinstance(v, float):
+        return format(v, "g")
+    return str(v)
+
+
+def label(strategy: str, point: dict) -> str:
+    """The tuning run's strategy name, e.g. ``ewc@ewc_lambda=100``."""
+    return f"{strategy}@" + ",".join(f"{k}={_fmt(v)}" for k, v in point.items())
+
+
+def with_values(entry: dict, point: dict) -> dict:
+    """A suite strategy entry with ``point``'s values merged into its params / model / train."""
+    out = {**entry}
+    for key, value in point.items():
+        part = target(key)
+        out[part] = {**out.get(part, {}), key: value}
+    return out
+
+
+def tuning_suite(suite: dict, strategies: list[str] | None = None) -> dict | None:
+    """The suite of tuning runs (None when the suite has no sweep or nothing to tune)."""
+    sweep = suite.get("sweep")
+    if not sweep:
+        return None
+    entries = []
+    for strat in suite["strategies"]:
+        grid = sweep["grid"].get(strat["name"])
+        if not grid or (strategies and strat["name"] not in strategies):
+            continue
+        for point in points(grid):
+            entries.append({**with_values(strat, point), "name": label(strat["name"], point)})
+    if not entries:
+        return None
+    streams = [{**e, "stream": {**e["stream"], "valid_fraction": sweep["valid_fraction"]}}
+               for e in suite["streams"]]
+    return {**suite, "name": f"{suite['name']}-sweep", "seeds": list(sweep["seeds"]),
+            "streams": streams, "strategies": entries, "sweep": None,
+            "eval": {**suite["eval"], "split": "valid"}}
+
+
+def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
+    """Pick each (stream, strategy)'s grid point from the finished tuning runs in
+    ``out/sweep``; write ``out/sweep.json`` and return the overrides for :func:`runner.plan`:
+    ``{(stream, strategy): point}``. Raises ConfigError while tuning runs are unfinished."""
+    out = Path(out)
+    acc: dict[tuple[str, str, int], float] = {}
+    for record in res.iter_runs(out / SWEEP_DIR):
+        if record.finished:
+            key = (record.config["stream"]["name"], record.config["strategy"]["name"],
+                   record.config["seed"])
+            acc[key] = record.summary["metrics"]["acc"]
+    sweep, table, overrides, missing = suite["sweep"], {}, {}, 0
+    for strat in suite["strategies"]:
+        grid = sweep["grid"].get(strat["name"])
+        if not grid or (strategies and strat["name"] not in strategies):
+            continue
+        for entry in suite["streams"]:
+            stream = entry["stream"]["name"]
+            scored = []
+            for point in points(grid):
+                name = label(strat["name"], point)
+                vals = [acc.get((stream, name, s)) for s in sweep["seeds"]]
+                missing += sum(v is None for v in vals)
+                scored.append({"values": point, "valid_acc": vals,
+                               "mean": None if None in vals else float(np.mean(vals))})
+            if any(p["mean"] is None for p in scored):
+                continue
+            best = max(range(len(scored)), key=lambda i: (scored[i]["mean"], -i))
+            overrides[(stream, strat["name"])] = scored[best]["values"]
+            table.setdefault(stream, {})[strat["name"]] = {
+                "grid": grid, "points": scored, "chosen": scored[best]["values"]}
+    if missing:
+        raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
+                          f"sweep cannot choose yet (run the suite again to finish them)")
+    res.atomic_write_json(out / SWEEP_FILE, {
+        "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
+        "streams": table})
+    return overrides

@@ -1,0 +1,129 @@
+"""Published-protocol machinery on real MNIST: iterations budgets, the domain-incremental split
+stream, Adam settings, and validation sweeps that choose on held-out training data only."""
+
+import json
+
+import pytest
+import torch
+
+from comet_cl import data
+from comet_cl.config import ConfigError, parse_suite
+from comet_cl.loaders import TensorBatchLoader, tensor_batches
+from comet_cl.results import iter_runs
+from comet_cl.runner import plan_suite, run_suite
+from comet_cl.streams import STREAMS, make_stream
+from comet_cl.strategies import make_optimizer
+
+
+def _mnist_or_skip():
+    try:
+        data.find("mnist")
+    except data.DataError as e:
+        pytest.skip(f"MNIST not found: {e}")
+
+
+def test_iterations_budget_cycles_shuffled_full_minibatches():
+    n, batch = 10, 4
+    loader = TensorBatchLoader(torch.arange(n).view(n, 1).to(torch.uint8), torch.arange(n),
+                               torch.arange(n), lambda x: x, batch, shuffle=True,
+                               generator=torch.Generator().manual_seed(0), n_batches=7)
+    batches = [b[1] for b in loader]
+    assert len(loader) == 7 and len(batches) == 7
+    assert all(len(b) == batch for b in batches)  # drop_last: every update sees a full batch
+    # 2 full batches per pass: each pass covers 8 distinct samples, a fresh order each pass
+    passes = [torch.cat(batches[i:i + 2]) for i in range(0, 6, 2)]
+    assert all(len(set(p.tolist())) == 8 for p in passes)
+    assert len({tuple(p.tolist()) for p in passes}) == 3
+    with pytest.raises(ValueError, match="at least one full minibatch"):
+        TensorBatchLoader(torch.zeros(3, 1), torch.arange(3), torch.arange(3), lambda x: x, 4,
+                          shuffle=True, generator=torch.Generator(), n_batches=1)
+
+
+def test_domain_incremental_split_mnist_labels_the_position_in_the_pair():
+    _mnist_or_skip()
+    kind = STREAMS["split-mnist-domain"]
+    assert kind.incremental == "domain" and STREAMS["split-mnist"].incremental == "class"
+    assert kind.n_outputs(5) == 2 and STREAMS["split-mnist"].n_outputs(5) == 10
+    dom = make_stream("split-mnist-domain", max_per_experience=400, max_test_per_experience=200)
+    cls = make_stream("split-mnist", max_per_experience=400, max_test_per_experience=200)
+    for d, c in zip([*dom.train_stream, *dom.test_stream], [*cls.train_stream, *cls.test_stream]):
+        _, y_dom, ids_dom, _ = next(iter(tensor_batches(d.dataset, 400, shuffle=False)))
+        x_c, y_cls, ids_cls, _ = next(iter(tensor_batches(c.dataset, 400, shuffle=False)))
+        assert torch.equal(ids_dom, ids_cls)  # the same images ...
+        pair = sorted(set(y_cls.tolist()))
+        assert len(pair) == 2 and set(y_dom.tolist()) == {0, 1}
+        assert torch.equal(y_dom, (y_cls == pair[1]).long())  # ... labelled first/second
+
+
+def test_adam_settings_reach_the_optimizer():
+    model = torch.nn.Linear(3, 2)
+    opt = make_optimizer(model, {"optimizer": "adam", "lr": 1e-4, "betas": [0.8, 0.99]})
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.8, 0.99)
+
+
+SWEPT = {
+    "name": "swept", "seeds": [0, 1],
+    "streams": [{"name": "split-mnist", "n_experiences": 2, "max_per_experience": 600,
+                 "max_test_per_experience": 200}],
+    "strategies": ["naive", {"preset": "naive", "name": "tuned"}],
+    "model": {"widths": [32]},
+    "train": {"iterations": 12, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
+    "eval": {"curve_subset": 50, "curve_stride": 4},
+    "sweep": {"seeds": [0], "valid_fraction": 0.25,
+              "grid": {"tuned": {"lr": [1e-5, 3e-3], "p_k": [0.5]}}},
+}
+
+
+@pytest.mark.slow
+def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_path):
+    _mnist_or_skip()
+    out = tmp_path / "out"
+    pending = plan_suite(SWEPT, out, unfinished=True)
+    assert {p.parts[-5] for p in pending} == {"sweep"}  # the tuning runs come first
+    runs = run_suite(SWEPT, out)
+    sweep = json.loads((out / "sweep.json").read_text())
+    table = sweep["streams"]["split-mnist"]["tuned"]
+    assert [p["values"] for p in table["points"]] == [{"lr": 1e-5, "p_k": 0.5},
+                                                      {"lr": 3e-3, "p_k": 0.5}]
+    # the tuning runs trained on 75% of each experience and were scored on the other 25%
+    tuning = {r.config["strategy"]["name"]: r for r in iter_runs(out / "sweep")}
+    assert set(tuning) == {"tuned@lr=1e-05,p_k=0.5", "tuned@lr=0.003,p_k=0.5"}
+    for record in tuning.values():
+        assert record.config["eval"]["split"] == "valid"
+        assert record.config["stream"]["valid_fraction"] == 0.25
+        assert record.config["seed"] == 0
+    scores = [p["mean"] for p in table["points"]]
+    assert scores == [tuning[n].summary["metrics"]["acc"] for n in sorted(tuning, reverse=True)]
+    best = table["points"][scores.index(max(scores))]["values"]
+    assert table["chosen"] == best and best["lr"] == 3e-3  # 12 steps at lr 1e-5 learn nothing
+    # final runs: full training data, test sets, the chosen value, every suite seed
+    final = {(r.config["strategy"]["name"], r.config["seed"]): r for r in iter_runs(out)}
+    assert set(final) == {(s, k) for s in ("naive", "tuned") for k in (0, 1)}
+    assert len(runs) == 4
+    for (name, _), record in final.items():
+        assert record.finished and "split" not in record.config["eval"]
+        assert record.config["stream"]["valid_fraction"] == 0.0
+        assert record.config["train"]["lr"] == (3e-3 if name == "tuned" else 1e-3)
+    # the choice never read a test-set number: changing the test results changes nothing
+    summary = final[("tuned", 0)].path / "summary.json"
+    doctored = json.loads(summary.read_text())
+    doctored["metrics"]["acc"] = 0.0
+    summary.write_text(json.dumps(doctored))
+    run_suite(SWEPT, out)
+    assert json.loads((out / "sweep.json").read_text()) == sweep
+
+
+def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
+    bad_grid = {**SWEPT, "sweep": {"grid": {"nope": {"lr": [1e-3]}}}}
+    with pytest.raises(ConfigError, match="'sweep.grid.nope': unknown key"):
+        parse_suite(bad_grid)
+    empty = {**SWEPT, "sweep": {"grid": {"tuned": {"lr": []}}}}
+    with pytest.raises(ConfigError, match="non-empty list"):
+        parse_suite(empty)
+    with pytest.raises(ConfigError, match="valid_fraction.*\\(0, 1\\)"):
+        parse_suite({**SWEPT, "sweep": {"valid_fraction": 0.0}})
+    with pytest.raises(ConfigError, match="strategy 'tuned@not_a_param=1': 'params.not_a_param': unknown key"):
+        plan_suite({**SWEPT, "sweep": {"grid": {"tuned": {"not_a_param": [1]}}}},
+                   tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before any folder was written
