@@ -114,7 +114,7 @@ STRATEGY_KEYS = {"preset": "str", "name": "str", "model": "str", "params": "tabl
                  "train": "table", "model_config": "table"}
 SUITE_KEYS = {"name": "str", "description": "str", "seeds": "int list", "streams": "list",
               "strategies": "list", "model": "table", "train": "table", "eval": "table",
-              "sweep": "table"}
+              "sweep": "table", "published": "table"}
 SWEEP_KEYS = {"seeds": "int list", "valid_fraction": "number", "grid": "table"}
 DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
 EVAL_SPLITS = ("test", "valid")
@@ -169,6 +169,16 @@ def _strategy(entry, path, i: int) -> dict:
     return {"name": entry.get("name", entry["preset"]), **entry}
 
 
+PUBLISHED_KEYS = {"source": "str", "metric": "str", "figures": "table"}
+
+
+def _published(raw: dict, path, names: list[str]) -> dict:
+    """The [published] table: the figures a protocol suite reproduces (percent), its source."""
+    check_table(raw, PUBLISHED_KEYS, path, "published", required={"source", "figures"})
+    check_table(raw["figures"], dict.fromkeys(names, "number"), path, "published.figures")
+    return {"metric": "acc", **raw}
+
+
 def _sweep(raw: dict, path, names: list[str]) -> dict:
     """The [sweep] table: tuning seeds, the validation share, and a grid per strategy
     (parameter -> non-empty list of values)."""
@@ -215,6 +225,8 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
         raise ConfigError(f"{_where(path, 'train', 'iterations')}: give either an iterations "
                           f"budget or epochs, not both")
     extra = {"sweep": _sweep(raw["sweep"], path, names)} if "sweep" in raw else {}
+    if "published" in raw:
+        extra["published"] = _published(raw["published"], path, names)
     return {
         "name": raw["name"],
         "description": raw.get("description", ""),

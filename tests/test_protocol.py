@@ -127,3 +127,27 @@ def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
         plan_suite({**SWEPT, "sweep": {"grid": {"tuned": {"not_a_param": [1]}}}},
                    tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before any folder was written
+
+
+def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_path):
+    from comet_cl import results as res
+    from comet_cl.reproduction import markdown, table
+    out = tmp_path / "r"
+    spec = {**SWEPT, "sweep": None, "published": {
+        "source": "Someone 2019, Table 1", "figures": {"naive": 50.0, "tuned": 90.0}}}
+    del spec["sweep"]
+    suite = parse_suite(spec)
+    res.atomic_write_json(out / "suite.json", {"name": "swept", "spec": suite})
+    for seed, acc in enumerate([0.50, 0.52, 0.51]):  # naive: 3 seeds near 50.0
+        folder = res.run_dir(out, "split-mnist", "naive", seed)
+        res.atomic_write_json(folder / "config.json",
+                              {"strategy": {"name": "naive"}, "seed": seed})
+        res.atomic_write_json(folder / "summary.json", {"metrics": {"acc": acc}})
+    rows = {r.strategy: r for r in table([out])}
+    assert rows["naive"].seeds == 3 and rows["naive"].mean == pytest.approx(51.0)
+    assert rows["naive"].half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
+    assert rows["naive"].verdict == "reproduced"  # |51 - 50| <= 1.5
+    assert rows["tuned"].verdict == "not run yet" and rows["tuned"].seeds == 0
+    text = markdown(list(rows.values()))
+    assert "| swept | naive | 50.00 | 51.00 +- 2.48 | 3 | +1.00 | reproduced |" in text
+    assert "Someone 2019, Table 1" in text
