@@ -36,7 +36,7 @@ from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite
 from comet_cl.diagnostics import task_overlap_matrix
 from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
 from comet_cl.recorder import RunRecorder
-from comet_cl.strategies import Preset, build_strategy, load_preset, method_plugins
+from comet_cl.strategies import Preset, build_strategy, load_preset, method_of, method_plugins
 from comet_cl.streams import StreamSpec, input_shape, make_stream
 
 RESULTS_ROOT = Path("results")
@@ -244,11 +244,12 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
     dev = pick_device(device)
     bench, model = _build(cfg, data_root, dev)
     preset = Preset(**cfg["strategy"])
-    joint = preset.method == "joint"
+    method = method_of(preset)
+    joint = method.is_joint
     ev = cfg["eval"]
     recorder = RunRecorder(bench.test_stream, beta=ev["beta"], curve_subset=ev["curve_subset"],
                            curve_stride=ev["curve_stride"], batch_size=ev["batch_size"],
-                           seed=cfg["seed"], record_curves=not joint)
+                           seed=cfg["seed"], record_curves=method.records_curves)
     plugins = method_plugins(preset)
     state = _load_checkpoint(folder)
     if state is not None:
