@@ -41,6 +41,7 @@ from comet_cl.strategies import (
     Preset,
     build_strategy,
     load_preset,
+    method_of,
     method_plugins,
     validate_preset,
 )
@@ -259,11 +260,12 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
     dev = pick_device(device)
     bench, model = _build(cfg, data_root, dev)
     preset = Preset(**cfg["strategy"])
-    joint = preset.method == "joint"
+    method = method_of(preset)
+    joint = method.is_joint
     ev = cfg["eval"]
     recorder = RunRecorder(_eval_stream(bench, ev), beta=ev["beta"], curve_subset=ev["curve_subset"],
                            curve_stride=ev["curve_stride"], batch_size=ev["batch_size"],
-                           seed=cfg["seed"], record_curves=not joint)
+                           seed=cfg["seed"], record_curves=method.records_curves)
     plugins = method_plugins(preset)
     state = _load_checkpoint(folder)
     if state is not None:
@@ -287,7 +289,7 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
 
     phases = [bench.train_stream] if joint else list(bench.train_stream)
     if on_start is not None:
-        on_start(_planned_steps(cfg["train"], bench.train_stream, done, joint))
+        on_start(_planned_steps(cfg["train"], bench.train_stream, done))
     for i in range(done, len(phases)):
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
@@ -312,7 +314,7 @@ def _eval_stream(bench, ev: dict):
     return bench.valid_stream
 
 
-def _planned_steps(train: dict, train_stream, done: int, joint: bool) -> int:
+def _planned_steps(train: dict, train_stream, done: int) -> int:
     """Minibatch updates still to make (the progress bar's total): an iterations budget, or
     epochs x minibatches per experience."""
     left = list(train_stream[done:])

@@ -81,15 +81,56 @@ def _replay(mem_size: int = 500) -> ReplayPlugin:
     return _Replay(mem_size=mem_size)
 
 
-# method name -> the plugin factory whose keyword arguments are the preset's [params].
-METHODS: dict[str, Callable[..., SupervisedPlugin] | None] = {
-    "naive": None,
-    "joint": None,
-    "ewc": EWCPlugin,
-    "si": SynapticIntelligencePlugin,
-    "lwf": LwFPlugin,
-    "replay": _replay,
+@dataclass(frozen=True)
+class Method:
+    """What a method declares about itself, so that no other module compares method names.
+
+    ``factory`` builds the method's plugin from the preset's ``[params]`` (its keyword
+    arguments are the only accepted params); None for methods that train without one.
+    ``template`` is the training loop: ``"supervised"`` trains the experiences one after
+    another, ``"joint"`` trains once on the whole stream (the offline upper bound).
+    """
+
+    factory: Callable[..., SupervisedPlugin] | None = None
+    template: str = "supervised"
+
+    def __post_init__(self):
+        if self.template not in TEMPLATES:
+            raise ValueError(f"unknown template '{self.template}' (known: {', '.join(TEMPLATES)})")
+
+    @property
+    def is_joint(self) -> bool:
+        """Trains once on all experiences: one phase, one row of R, only ACC is defined."""
+        return self.template == "joint"
+
+    @property
+    def records_curves(self) -> bool:
+        """Learning curves need an experience-by-experience stream."""
+        return not self.is_joint
+
+    def params(self) -> set[str]:
+        return set(inspect.signature(self.factory).parameters) if self.factory else set()
+
+    def plugins(self, params: dict) -> list[SupervisedPlugin]:
+        return [self.factory(**params)] if self.factory else []
+
+
+TEMPLATES = ("supervised", "joint")
+
+# method name -> what it trains with. Adding a method is one entry here.
+METHODS: dict[str, Method] = {
+    "naive": Method(),
+    "joint": Method(template="joint"),
+    "ewc": Method(EWCPlugin),
+    "si": Method(SynapticIntelligencePlugin),
+    "lwf": Method(LwFPlugin),
+    "replay": Method(_replay),
 }
+
+
+def method_of(preset: "Preset") -> Method:
+    """The registry entry of ``preset``'s method (validated when the preset was loaded)."""
+    return METHODS[preset.method]
 
 
 @dataclass(frozen=True)
@@ -146,14 +187,11 @@ def validate_preset(preset: Preset, where) -> None:
     if preset.method not in METHODS:
         raise ConfigError(f"{where}: unknown method '{preset.method}'"
                           f"{closest(preset.method, METHODS)} (known: {', '.join(METHODS)})")
-    factory = METHODS[preset.method]
-    accepted = set(inspect.signature(factory).parameters) if factory else set()
-    check_keys(preset.params, accepted, where, "params")
+    check_keys(preset.params, METHODS[preset.method].params(), where, "params")
 
 
 def method_plugins(preset: Preset) -> list[SupervisedPlugin]:
-    factory = METHODS[preset.method]
-    return [factory(**preset.params)] if factory else []
+    return method_of(preset).plugins(preset.params)
 
 
 class TensorLoaderMixin:
@@ -231,7 +269,7 @@ def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_
                    device, seed: int, plugins: list[SupervisedPlugin]):
     """The Avalanche strategy for ``preset`` on ``model``. ``plugins`` are the method's own
     (from :func:`method_plugins`, or restored from a checkpoint) plus the run's recorders."""
-    template = JointStrategy if preset.method == "joint" else Strategy
+    template = JointStrategy if method_of(preset).is_joint else Strategy
     strategy = template(
         model=model,
         optimizer=make_optimizer(model, train),

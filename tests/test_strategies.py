@@ -12,7 +12,7 @@ from comet_cl import metrics
 from comet_cl.models import build_model
 from comet_cl.recorder import RunRecorder
 from comet_cl.strategies import (Strategy, available_presets, build_strategy, load_preset,
-                                 method_plugins)
+                                 method_of, method_plugins)
 from comet_cl.streams import make_stream
 
 TRAIN = {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0}
@@ -61,7 +61,7 @@ def test_every_preset_trains_two_experiences_without_task_labels(name):
     calls = []
     forward = net.forward
     net.forward = lambda x, ids=None: calls.append(ids) or forward(x, ids=ids)
-    if preset.method == "joint":
+    if method_of(preset).is_joint:
         strategy.train(bench.train_stream)
     else:
         for exp in bench.train_stream[:2]:
@@ -113,3 +113,11 @@ def test_si_anchor_weights_are_copies_not_views_of_the_live_parameters():
     for name, p in strategy.model.named_parameters():
         assert anchors[name].data.untyped_storage().data_ptr() != p.untyped_storage().data_ptr()
     assert any(v.data.abs().sum() > 0 for v in si.ewc_data[1].values())  # importance > 0
+
+
+def test_methods_declare_their_template_instead_of_being_compared_by_name():
+    from comet_cl.strategies import METHODS, Method
+    assert {n for n, m in METHODS.items() if m.is_joint} == {"joint"}
+    assert all(m.records_curves != m.is_joint for m in METHODS.values())
+    with pytest.raises(ValueError, match="unknown template"):
+        Method(template="jiont")
