@@ -1,4 +1,10 @@
-"""The ``comet-cl`` command: run suites, report on their results, list what exists."""
+"""The ``comet-cl`` command: run suites, report on their results, list what exists.
+
+It answers at once: torch and Avalanche are imported only by the commands that train or
+report (``--help``, ``list`` and argument errors need neither). A user's mistake or the
+machine's state (a bad spec, missing data, an unwritable folder, a full disk) ends with one
+line and exit 2, Ctrl-C with one line and exit 130; a traceback only with ``--debug``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ from pathlib import Path
 from comet_cl.config import ConfigError
 
 
-
 def _run(args) -> int:
+    from comet_cl.config import load_suite
+    load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a file, not a folder")
     from comet_cl.runner import plan_suite, run_suite
     if args.plan_only:
         for folder in plan_suite(args.spec, args.out, strategies=args.strategies,
@@ -25,7 +34,18 @@ def _run(args) -> int:
 
 
 def _seeds(n: int | None) -> list[int] | None:
-    return list(range(n)) if n else None
+    return list(range(n)) if n is not None else None
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (a count of seeds or workers)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _print_table(runs: list[Path]) -> None:
@@ -49,15 +69,46 @@ def _print_table(runs: list[Path]) -> None:
 
 
 def _run_one(args) -> int:
+    """Exit 0 also when another process holds the run (a re-queued cluster task): the
+    holder finishes it, and this task says so."""
+    from comet_cl.results import CONFIG_FILE, RunLocked
+    if not (args.run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{args.run_dir}: not a planned run folder (no {CONFIG_FILE}; "
+                          f"'comet-cl run SPEC --plan-only' writes them)")
     from comet_cl.runner import execute_run
-    m = execute_run(args.run_dir, data_root=args.data_root, device=args.device)["metrics"]
+    try:
+        m = execute_run(args.run_dir, data_root=args.data_root, device=args.device)["metrics"]
+    except RunLocked as e:
+        print(e)
+        return 0
     print(f"{args.run_dir}: ACC {m['acc']:.4f}")
     return 0
 
 
+def _check_writable(pdf: Path) -> None:
+    """Fail before the (slow) report is built when its folder cannot take files."""
+    import tempfile
+
+    from comet_cl.results import write_error
+    try:
+        pdf.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=pdf.parent):
+            pass
+    except OSError as e:
+        raise write_error(pdf, e) from None
+    if pdf.is_dir():
+        raise ConfigError(f"-o {pdf}: is a folder; give the PDF's file name")
+
+
 def _report(args) -> int:
+    from comet_cl.results import write_error
+    out = Path(args.output)
+    _check_writable(out)
     from comet_cl.report import build_report
-    result = build_report([Path(d) for d in args.results], Path(args.output))
+    try:
+        result = build_report([Path(d) for d in args.results], out)
+    except OSError as e:
+        raise write_error(Path(e.filename) if e.filename else out, e) from None
     print(f"report: {result.pdf}")
     print(f"tables: {', '.join(str(p) for p in result.csvs)}")
     if result.missing:
@@ -66,37 +117,49 @@ def _report(args) -> int:
 
 
 def _list(args) -> int:
-    from comet_cl.models import MODELS, VARIANTS
-    from comet_cl.strategies import METHODS, available_presets, load_preset
-    from comet_cl.streams import STREAMS
+    """Streams, presets and suites come from light metadata (no torch); ``--all`` adds the
+    methods and model registries, which import torch and Avalanche (seconds)."""
+    from comet_cl.catalog import STREAMS
+    from comet_cl.config import available_presets, packaged_suites, read_preset
     print("streams:")
     for name, kind in STREAMS.items():
         print(f"  {name:<22}{kind.dataset}, {kind.scenario}, {kind.n_experiences} experiences")
-    print(f"methods: {', '.join(METHODS)}")
-    print(f"models: {', '.join(MODELS)} x variants {', '.join(VARIANTS)}")
     print("strategies (presets):")
     for name, path in available_presets().items():
-        p = load_preset(name)
-        print(f"  {name:<16}{p.method:>7} on {p.model:<7} {p.description}")
-    from comet_cl.config import SUITES_DIR
+        p = read_preset(path)
+        print(f"  {name:<16}{p['method']:>7} on {p.get('model', 'dense'):<7} "
+              f"{p.get('description', '')}")
     print("suites (comet-cl run NAME):")
-    for spec in sorted(SUITES_DIR.glob("*.toml")):
-        print(f"  {spec.stem}")
+    for spec in sorted({p.stem for p in packaged_suites().values()}):
+        print(f"  {spec}")
+    if args.all:
+        from comet_cl.models import MODELS, VARIANTS
+        from comet_cl.strategies import METHODS
+        print(f"methods: {', '.join(METHODS)}")
+        print(f"models: {', '.join(MODELS)} x variants {', '.join(VARIANTS)}")
     return 0
 
 
 def _data(args) -> int:
+    """Exit 1 when a dataset asked for (or, with no names, any dataset) is not found."""
     from comet_cl import data
+    unknown = [n for n in args.names if n not in data.DATASETS]
+    if unknown:
+        raise ConfigError(f"unknown dataset '{unknown[0]}' (known: {', '.join(data.DATASETS)})")
+    missing = 0
     for name in args.names or list(data.DATASETS):
         try:
             print(f"{name:<14}{data.find(name, args.data_root)}")
         except data.DataError as e:
+            missing += 1
             print(f"{name:<14}NOT FOUND\n{e}\n")
-    return 0
+    return 1 if missing else 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="comet-cl", description=__doc__)
+    p = argparse.ArgumentParser(prog="comet-cl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (for bug reports)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run every strategy x stream x seed of a suite spec",
@@ -107,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
                      "(e.g. quick; 'comet-cl list' shows them)")
     run.add_argument("--strategies", nargs="+", metavar="NAME",
                      help="run only these strategies of the suite (default: all)")
-    run.add_argument("--seeds", type=int, metavar="N",
+    run.add_argument("--seeds", type=_positive_int, metavar="N",
                      help="run seeds 0..N-1 instead of the spec's seeds")
     run.add_argument("--data-root", metavar="DIR",
                      help="folder holding the datasets (torchvision layout); "
@@ -116,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
                      help="results folder (default: results/<suite name>)")
     run.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                      help="where to train (default: auto = cuda when available, else cpu)")
-    run.add_argument("--workers", type=int, default=1, metavar="N",
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                      help="runs in parallel, one process each (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--plan-only", action="store_true",
@@ -139,7 +202,10 @@ def parser() -> argparse.ArgumentParser:
                      help="PDF to write; the CSV tables go beside it (default report.pdf)")
     rep.set_defaults(fn=_report)
 
-    ls = sub.add_parser("list", help="list streams, methods, models, strategy presets, suites")
+    ls = sub.add_parser("list", help="list streams, strategy presets and suites")
+    ls.add_argument("--all", action="store_true",
+                    help="also the methods, model architectures and variants (slower: "
+                         "imports torch and Avalanche)")
     ls.set_defaults(fn=_list)
 
     dat = sub.add_parser("data", help="show where each dataset is found, or how to get it")
@@ -149,27 +215,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _known_error(e: BaseException) -> str | None:
+    """One line for a user's mistake or the machine's state; None for a bug. Error classes
+    are looked up only in modules already imported (an error cannot come from any other),
+    which keeps this free of torch."""
+    known = [ConfigError]
+    for module, name in (("comet_cl.data", "DataError"), ("comet_cl.results", "ResultsError"),
+                         ("comet_cl.report", "ReportError")):
+        if (mod := sys.modules.get(module)) is not None and hasattr(mod, name):
+            known.append(getattr(mod, name))
+    if isinstance(e, tuple(known)):
+        return str(e).strip().replace("\n", "\n  ")
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = None
     try:
+        args = parser().parse_args(argv)
         return args.fn(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are saved; run the same command to resume",
-              file=sys.stderr)
+        print("\ncomet-cl: interrupted; finished runs are saved, the same command resumes "
+              "the rest", file=sys.stderr)
         return 130
     except Exception as e:
-        from comet_cl.data import DataError
-        from comet_cl.results import ResultsError
-        known = (ConfigError, DataError, ResultsError)
-        try:
-            from comet_cl.report import ReportError
-            known += (ReportError,)
-        except ImportError:
-            pass
-        if isinstance(e, known):
-            print(f"comet-cl: error: {e}", file=sys.stderr)
+        if args is not None and args.debug:
+            raise
+        message = _known_error(e)
+        if message is not None:
+            print(f"comet-cl: error: {message}", file=sys.stderr)
             return 2
-        raise
+        print(f"comet-cl: internal error: {type(e).__name__}: {e} (a bug: rerun with "
+              f"--debug for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from comet_cl.streams import STREAMS
+from comet_cl.catalog import STREAMS
 
 
 class ConfigError(ValueError):
@@ -86,38 +88,150 @@ def check_keys(table: dict, allowed: Iterable[str], path, prefix: str,
             raise ConfigError(f"{path}: '{prefix + '.' if prefix else ''}{key}' is required")
 
 
-# key -> (type name for messages, check)
+# ---- the schema: key -> Rule(type, range check) ------------------------------------------
+#
+# Adding a key is one line in one of the tables below. A check returns what is wrong with a
+# value of the right type ("must be > 0") or None; checks that need a registry import it when
+# they run, so importing this module stays free of torch and Avalanche.
+
+def _finite(v) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
 _TYPES = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v),
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "table": lambda v: isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
     "int list": lambda v: isinstance(v, list) and all(_TYPES["int"](x) for x in v),
     "number list": lambda v: isinstance(v, list) and all(_TYPES["number"](x) for x in v),
     "int list or 'random'": lambda v: v == "random" or _TYPES["int list"](v),
 }
+_TYPE_WORDS = {"number": "a finite number"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A key's type (a name in ``_TYPES``) and an optional check of its value."""
+
+    kind: str
+    check: Callable[[Any], str | None] | None = None
+
+
+def at_least(lo) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= lo else f"must be >= {lo}, got {v}"
+
+
+def positive(v) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v}"
+
+
+def in_range(lo, hi, *, lo_open=False, hi_open=False) -> Callable[[Any], str | None]:
+    """lo <= v <= hi, with either end open."""
+    def check(v):
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        return None if ok else (f"must be in {'(' if lo_open else '['}{lo}, {hi}"
+                                f"{')' if hi_open else ']'}, got {v}")
+    return check
+
+
+def one_of(names: Callable[[], Iterable[str]], what: str) -> Callable[[Any], str | None]:
+    """A name from a registry; ``names`` is called only when a spec is checked."""
+    def check(v):
+        known = list(names())
+        return None if v in known else (f"unknown {what} '{v}'{closest(v, known)} "
+                                         f"(known: {', '.join(known)})")
+    return check
+
+
+def each(check: Callable[[Any], str | None], *, non_empty: bool = True):
+    """Every item of a list passes ``check`` (and the list is not empty)."""
+    def check_all(v):
+        if non_empty and not v:
+            return "must not be empty"
+        for x in v:
+            if (why := check(x)) is not None:
+                return why
+        return None
+    return check_all
+
+
+def _archs():
+    from comet_cl.models import MODELS
+    return MODELS
+
+
+def _activations():
+    from comet_cl.models import ACTIVATIONS
+    return ACTIVATIONS
+
+
+def _optimizers():
+    from comet_cl.strategies import OPTIMIZERS
+    return OPTIMIZERS
+
 
 STREAM_KEYS = {
-    "name": "str", "n_experiences": "int", "class_order": "int list or 'random'",
-    "max_per_experience": "int", "max_test_per_experience": "int", "valid_fraction": "number",
-    "first_identity": "bool", "model": "table",
+    "name": Rule("str"),
+    "n_experiences": Rule("int"),  # range depends on the stream: see _stream
+    "class_order": Rule("int list or 'random'"),
+    "max_per_experience": Rule("int", positive),
+    "max_test_per_experience": Rule("int", positive),
+    "valid_fraction": Rule("number", in_range(0, 1, hi_open=True)),
+    "first_identity": Rule("bool"),
+    "model": Rule("table"),
 }
-MODEL_KEYS = {"arch": "str", "widths": "int list", "p_k": "number", "activation": "str",
-              "mask_cache": "bool", "options": "table"}
-TRAIN_KEYS = {"epochs": "int", "iterations": "int", "batch_size": "int", "optimizer": "str",
-              "lr": "number", "momentum": "number", "betas": "number list",
-              "weight_decay": "number"}
-EVAL_KEYS = {"beta": "int", "curve_subset": "int", "curve_stride": "int", "batch_size": "int",
-             "split": "str"}
-STRATEGY_KEYS = {"preset": "str", "name": "str", "model": "str", "params": "table",
-                 "train": "table", "model_config": "table"}
-SUITE_KEYS = {"name": "str", "description": "str", "seeds": "int list", "streams": "list",
-              "strategies": "list", "model": "table", "train": "table", "eval": "table",
-              "sweep": "table", "published": "table"}
-SWEEP_KEYS = {"seeds": "int list", "valid_fraction": "number", "grid": "table"}
-DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
+MODEL_KEYS = {
+    "arch": Rule("str", one_of(_archs, "arch")),
+    "widths": Rule("int list", each(positive)),
+    "p_k": Rule("number", in_range(0, 1, lo_open=True)),
+    "activation": Rule("str", one_of(_activations, "activation")),
+    "mask_cache": Rule("bool"),
+    "options": Rule("table"),  # checked against the model variant when planning
+}
+TRAIN_KEYS = {
+    "epochs": Rule("int", positive),
+    # minibatch updates per experience, the budget as the literature states it (instead of epochs)
+    "iterations": Rule("int", positive),
+    "betas": Rule("number list", lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v)
+                  else f"must be two numbers in [0, 1), got {v}"),
+    "batch_size": Rule("int", positive),
+    "optimizer": Rule("str", one_of(_optimizers, "optimizer")),
+    "lr": Rule("number", positive),
+    "momentum": Rule("number", in_range(0, 1, hi_open=True)),
+    "weight_decay": Rule("number", at_least(0)),
+}
+EVAL_KEYS = {
+    "beta": Rule("int", positive),
+    "curve_subset": Rule("int", positive),
+    "curve_stride": Rule("int", positive),
+    "batch_size": Rule("int", positive),
+    # where runs are evaluated: the test sets, or the validation splits (a sweep's tuning runs)
+    "split": Rule("str", one_of(lambda: EVAL_SPLITS, "eval split")),
+}
 EVAL_SPLITS = ("test", "valid")
+STRATEGY_KEYS = {"preset": Rule("str"), "name": Rule("str"), "model": Rule("str"),
+                 "params": Rule("table"), "train": Rule("table"),
+                 "model_config": Rule("table")}
+SUITE_KEYS = {
+    "name": Rule("str"), "description": Rule("str"),
+    "seeds": Rule("int list", each(at_least(0))),
+    "streams": Rule("list", each(lambda v: None)),
+    "strategies": Rule("list", each(lambda v: None)),
+    "model": Rule("table"), "train": Rule("table"), "eval": Rule("table"),
+    "sweep": Rule("table"), "published": Rule("table"),
+}
+SWEEP_KEYS = {
+    "seeds": Rule("int list", each(at_least(0))),
+    "valid_fraction": Rule("number", in_range(0, 1, lo_open=True, hi_open=True)),
+    "grid": Rule("table"),
+}
+DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
+PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table")}
+PRESET_KEYS = {"method": Rule("str"), "model": Rule("str"), "params": Rule("table"),
+               "train": Rule("table"), "description": Rule("str"), "source": Rule("str")}
 
 DEFAULT_TRAIN = {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
                  "momentum": 0.9, "weight_decay": 0.0}
@@ -127,31 +241,67 @@ DEFAULT_MODEL = {"widths": None, "p_k": 0.5, "activation": "relu", "mask_cache":
                  "options": {}}
 
 
-def check_table(table: dict, schema: dict[str, str], path, prefix: str,
+def check_table(table: dict, schema: dict[str, Rule], path, prefix: str,
                 required: Iterable[str] = ()) -> dict:
-    """Unknown keys and wrong types fail with the file, key, line and closest valid key."""
+    """Unknown keys, wrong types and out-of-range values fail with one line naming the file,
+    the key, its line and what is wrong (or the closest valid key)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: '{prefix}' must be a table, got {type(table).__name__}")
     check_keys(table, schema, path, prefix, required)
     for key, value in table.items():
-        kind = schema[key]
-        if kind != "list" and not _TYPES[kind](value):
-            raise ConfigError(f"{_where(path, prefix, key)}: expected {kind}, "
+        rule = schema[key]
+        if not _TYPES[rule.kind](value):
+            raise ConfigError(f"{_where(path, prefix, key)}: expected "
+                              f"{_TYPE_WORDS.get(rule.kind, rule.kind)}, "
                               f"got {type(value).__name__} {value!r}")
+        if rule.check is not None and (why := rule.check(value)) is not None:
+            raise ConfigError(f"{_where(path, prefix, key)}: {why}")
+    _check_finite(table, path, prefix)
     return table
 
 
+def _check_finite(value, path, prefix: str, key: str = "") -> None:
+    """NaN and infinity nowhere, also inside free-form tables (a method's params)."""
+    if isinstance(value, float) and not _finite(value):
+        raise ConfigError(f"{_where(path, prefix, key)}: expected a finite number, got {value}")
+    if isinstance(value, dict):
+        inner = f"{prefix}.{key}" if prefix and key else prefix or key
+        for k, v in value.items():
+            _check_finite(v, path, inner, k)
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(v, path, prefix, key)
+
+
 def default_arch(stream: str) -> str:
-    return "conv" if STREAMS[stream].dataset.startswith("cifar") else "mlp"
+    """The architecture a stream gets when the suite names none (declared on the stream)."""
+    return STREAMS[stream].default_arch
+
+
+def _entry(entry, path, prefix: str, key: str) -> dict:
+    """A list item given as a name or as a table; anything else is refused here."""
+    if isinstance(entry, str):
+        return {key: entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{_where(path, '', prefix.split('[')[0])}: item {prefix} must be a "
+                          f"name or a table, got {type(entry).__name__} {entry!r}")
+    return entry
 
 
 def _stream(entry, path, i: int, model: dict) -> dict:
-    entry = {"name": entry} if isinstance(entry, str) else entry
     prefix = f"streams[{i}]"
+    entry = _entry(entry, path, prefix, "name")
     check_table(entry, STREAM_KEYS, path, prefix, required={"name"})
     if entry["name"] not in STREAMS:
         raise ConfigError(f"{_where(path, prefix, 'name')}: unknown stream '{entry['name']}'"
                           f"{closest(entry['name'], STREAMS)} (known: {', '.join(STREAMS)})")
+    kind = STREAMS[entry["name"]]
+    if "n_experiences" in entry and (why := kind.experiences_error(entry["n_experiences"])):
+        raise ConfigError(f"{_where(path, prefix, 'n_experiences')}: {why}")
+    order = entry.get("class_order", "random")
+    if order != "random" and sorted(order) != list(range(kind.n_classes)):
+        raise ConfigError(f"{_where(path, prefix, 'class_order')}: must be 'random' or a "
+                          f"permutation of 0..{kind.n_classes - 1}, got {order}")
     entry = dict(entry)
     own_model = check_table(entry.pop("model", {}), MODEL_KEYS, path, f"{prefix}.model")
     merged = {"arch": default_arch(entry["name"]), **model, **own_model}
@@ -159,8 +309,8 @@ def _stream(entry, path, i: int, model: dict) -> dict:
 
 
 def _strategy(entry, path, i: int) -> dict:
-    entry = {"preset": entry} if isinstance(entry, str) else entry
     prefix = f"strategies[{i}]"
+    entry = _entry(entry, path, prefix, "preset")
     check_table(entry, STRATEGY_KEYS, path, prefix, required={"preset"})
     if "train" in entry:
         check_table(entry["train"], TRAIN_KEYS, path, f"{prefix}.train")
@@ -169,59 +319,46 @@ def _strategy(entry, path, i: int) -> dict:
     return {"name": entry.get("name", entry["preset"]), **entry}
 
 
-PUBLISHED_KEYS = {"source": "str", "metric": "str", "figures": "table"}
-
-
 def _published(raw: dict, path, names: list[str]) -> dict:
     """The [published] table: the figures a protocol suite reproduces (percent), its source."""
     check_table(raw, PUBLISHED_KEYS, path, "published", required={"source", "figures"})
-    check_table(raw["figures"], dict.fromkeys(names, "number"), path, "published.figures")
+    check_table(raw["figures"], dict.fromkeys(names, Rule("number")), path, "published.figures")
     return {"metric": "acc", **raw}
 
 
 def _sweep(raw: dict, path, names: list[str]) -> dict:
     """The [sweep] table: tuning seeds, the validation share, and a grid per strategy
-    (parameter -> non-empty list of values)."""
+    (parameter -> non-empty list of values, each checked like the key it sets)."""
     sweep = {**DEFAULT_SWEEP, **check_table(raw, SWEEP_KEYS, path, "sweep")}
-    if not 0.0 < sweep["valid_fraction"] < 1.0:
-        raise ConfigError(f"{_where(path, 'sweep', 'valid_fraction')}: must be in (0, 1), got "
-                          f"{sweep['valid_fraction']}")
-    if not sweep["seeds"] or min(sweep["seeds"]) < 0:
-        raise ConfigError(f"{_where(path, 'sweep', 'seeds')}: expected a non-empty list of "
-                          f"non-negative seeds, got {sweep['seeds']}")
-    grid = check_table(sweep.get("grid", {}), dict.fromkeys(names, "table"), path, "sweep.grid")
+    if not sweep["seeds"]:
+        raise ConfigError(f"{_where(path, 'sweep', 'seeds')}: must not be empty")
+    grid = check_table(sweep.get("grid", {}), dict.fromkeys(names, Rule("table")), path,
+                       "sweep.grid")
     for name, params in grid.items():
+        prefix = f"sweep.grid.{name}"
         for key, values in params.items():
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{_where(path, f'sweep.grid.{name}', key)}: expected a "
-                                  f"non-empty list of values, got {values!r}")
-            schema = MODEL_KEYS.get(key) or TRAIN_KEYS.get(key)
-            if schema is not None:
+                raise ConfigError(f"{_where(path, prefix, key)}: expected a non-empty list of "
+                                  f"values, got {values!r}")
+            rule = MODEL_KEYS.get(key) or TRAIN_KEYS.get(key)
+            if rule is not None:
                 for v in values:
-                    if not _TYPES[schema](v):
-                        raise ConfigError(f"{_where(path, f'sweep.grid.{name}', key)}: expected "
-                                          f"{schema} values, got {type(v).__name__} {v!r}")
+                    check_table({key: v}, {key: rule}, path, prefix)
     return {**sweep, "grid": grid}
 
 
 def parse_suite(raw: dict, path="<spec>") -> dict:
-    """Check a suite spec (as parsed TOML) and fill in defaults."""
+    """Check a suite spec (as parsed TOML), every value's type and range, and fill in
+    defaults. Everything a spec can get wrong fails here, before any folder is written."""
     check_table(raw, SUITE_KEYS, path, "", required={"name", "streams", "strategies"})
     model = {**DEFAULT_MODEL, **check_table(raw.get("model", {}), MODEL_KEYS, path, "model")}
     train = {**DEFAULT_TRAIN, **check_table(raw.get("train", {}), TRAIN_KEYS, path, "train")}
     evaluation = {**DEFAULT_EVAL, **check_table(raw.get("eval", {}), EVAL_KEYS, path, "eval")}
-    for key in ("streams", "strategies"):
-        if not isinstance(raw[key], list) or not raw[key]:
-            raise ConfigError(f"{_where(path, '', key)}: expected a non-empty list")
     strategies = [_strategy(s, path, i) for i, s in enumerate(raw["strategies"])]
     names = [s["name"] for s in strategies]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two strategies share a name in {names}; give one a 'name'")
-    if evaluation.get("split", "test") not in EVAL_SPLITS:
-        raise ConfigError(f"{_where(path, 'eval', 'split')}: expected one of "
-                          f"{', '.join(EVAL_SPLITS)}, got {evaluation['split']!r}")
-    if train.get("iterations") is not None and "epochs" in raw.get("train", {}) \
-            and train["epochs"] != 1:
+    if "iterations" in raw.get("train", {}) and raw["train"].get("epochs", 1) != 1:
         raise ConfigError(f"{_where(path, 'train', 'iterations')}: give either an iterations "
                           f"budget or epochs, not both")
     extra = {"sweep": _sweep(raw["sweep"], path, names)} if "sweep" in raw else {}
@@ -240,13 +377,65 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     }
 
 
+def read_toml(path: Path) -> dict:
+    """A spec or preset file as parsed TOML, or a one-line ConfigError saying why not
+    (missing, unreadable, a folder, binary or not UTF-8, not TOML)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (TOML must be UTF-8; byte "
+                          f"0x{raw[e.start]:02x} at offset {e.start})") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes)")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
 def load_suite(spec) -> dict:
     """Parse a suite given as a path or as the name of a packaged suite."""
     path = suite_path(spec)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"suite spec not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    return parse_suite(raw, path)
+    return parse_suite(read_toml(path), path)
+
+
+# ---- strategy presets ---------------------------------------------------------------------
+
+# The presets that ship with the package; a suite's own folder can add or shadow presets.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_dirs(extra: Path | None = None) -> list[Path]:
+    dirs = [extra, PRESETS_DIR] if extra is not None else [PRESETS_DIR]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def available_presets(extra: Path | None = None) -> dict[str, Path]:
+    """Preset name -> file; an earlier folder wins (a suite's own presets shadow the repo's)."""
+    found: dict[str, Path] = {}
+    for d in reversed(preset_dirs(extra)):
+        found.update({p.stem: p for p in sorted(d.glob("*.toml"))})
+    return found
+
+
+def preset_file(name: str, extra: Path | None = None) -> Path:
+    files = available_presets(extra)
+    if name not in files:
+        raise ConfigError(f"unknown strategy '{name}'{closest(name, files)}; presets are "
+                          f"the .toml files in {', '.join(map(str, preset_dirs(extra)))}")
+    return files[name]
+
+
+def read_preset(path: Path) -> dict:
+    """A preset file's table, its keys, types and [train] values checked (the method and
+    its [params] are checked against the methods table by ``comet_cl.strategies``)."""
+    raw = read_toml(path)
+    check_table(raw, PRESET_KEYS, path, "", required={"method"})
+    check_table(raw.get("train", {}), TRAIN_KEYS, path, "train")
+    return raw

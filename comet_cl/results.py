@@ -8,15 +8,25 @@ A suite's output folder holds ``suite.json`` and one folder per run::
         events.jsonl                             append-only log, one JSON object per line
         checkpoint.pt                            state after the last finished experience
         summary.json                             written atomically when the run finishes
+        run.lock                                 while a process runs it: its pid and host
 
 A run is finished exactly when ``summary.json`` exists: it is only ever written by an atomic
 rename, so a half-written file is never read as a result.
+
+One process at a time runs a folder: :class:`RunLock` holds an exclusive ``flock`` on
+``run.lock`` (the kernel drops it when the holder dies, however it dies, so a lock left by
+a killed process is simply taken over) and writes the holder's pid and host into it, which
+is what a second process is told when it finds the run locked (:class:`RunLocked`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,27 +38,63 @@ CONFIG_FILE = "config.json"
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = "run.lock"
+TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes leaves behind when killed mid-write
 
 
 class ResultsError(Exception):
     """A results folder that cannot be read as results."""
 
 
+class ResultsWriteError(ResultsError):
+    """A results file that cannot be written (a full disk, a read-only or missing folder)."""
+
+
+def write_error(path: Path, e: OSError, size: int | None = None) -> ResultsWriteError:
+    """One line for a failed write: which file, why, and on a full disk how much was needed."""
+    why = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        try:
+            free = shutil.disk_usage(next(p for p in Path(path).parents if p.exists())).free
+            room = f"; {free:,} bytes free there"
+        except (OSError, StopIteration):
+            room = ""
+        need = f" (writing {size:,} bytes{room})" if size is not None else ""
+        return ResultsWriteError(f"cannot write {path}: no space left on device{need}")
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+    return ResultsWriteError(f"cannot write {path}: {why}{where}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+    A failed write raises :class:`ResultsWriteError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e, len(data)) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp(run_dir: Path) -> list[Path]:
+    """Delete the temp files of atomic writes a killed process left (call under the lock)."""
+    stale = sorted(Path(run_dir).glob(TEMP_GLOB))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -57,10 +103,41 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def append_event(run_dir: Path, event: dict) -> None:
     """Append one line to the run's event log (flushed and fsynced: it is the audit trail)."""
-    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
-        f.write(json.dumps(event, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(run_dir) / EVENTS_FILE
+    line = json.dumps(event, sort_keys=True) + "\n"
+    try:
+        with open(path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise write_error(path, e, len(line)) from e
+
+
+def repair_events(run_dir: Path) -> None:
+    """Cut a torn last line (a kill mid-append), so the next row starts on a line of its own
+    (call under the lock)."""
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(raw.rfind(b"\n") + 1)
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """The run's event log; a torn last line (a kill mid-append) is skipped."""
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
 
 
 def read_json(path: Path) -> Any:
@@ -68,6 +145,80 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ResultsError(f"cannot read {path}: {e}") from e
+
+
+class RunLocked(Exception):
+    """Another live process holds this run's lock: the caller skips the run (an executor
+    reports it and goes on; the run is finished, or resumed, by the holder)."""
+
+    def __init__(self, folder, holder: str):
+        super().__init__(folder, holder)  # both in args: it pickles across a process pool
+        self.folder, self.holder = Path(folder), holder
+
+    def __str__(self) -> str:
+        return f"{self.folder}: skipped, locked by {self.holder}"
+
+
+def _holder() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` holds the run's exclusive lock, or raises RunLocked.
+
+    An ``flock`` on ``run.lock``: non-blocking, held for the life of the open file, released
+    by the kernel when the process exits or is killed, so a stale lock (its pid dead) is
+    taken over without anyone deciding it is stale. The file records the holder's pid and
+    host for the message a second process gets, and is removed on release.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+        self.previous: dict | None = None  # a dead holder's record, when one was taken over
+
+    def __enter__(self) -> "RunLock":
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise write_error(self.path, e) from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = os.read(fd, 4096).decode(errors="replace")
+                os.close(fd)
+                raise RunLocked(self.path.parent, _describe(held)) from None
+            try:  # the file we locked may have been removed by a releasing holder: retry
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        old = os.read(fd, 4096).decode(errors="replace")
+        try:
+            self.previous = json.loads(old) if old.strip() else None
+        except ValueError:
+            self.previous = None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no one locks a dead inode
+            os.close(self.fd)
+            self.fd = None
+
+
+def _describe(held: str) -> str:
+    try:
+        h = json.loads(held)
+        return f"pid {h['pid']} on {h['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def run_dir(out: Path, stream: str, strategy: str, seed: int) -> Path:

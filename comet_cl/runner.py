@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
@@ -89,16 +90,34 @@ def _preset(entry: dict, presets_dir: Path | None) -> Preset:
                     params={**base.params, **entry.get("params", {})},
                     train={**base.train, **entry.get("train", {})},
                     description=base.description, source=base.source)
-    validate_preset(preset, f"strategy '{entry['name']}'")
+    where = f"{entry.get('path') or 'suite'}: strategy '{entry['name']}'"
+    validate_preset(preset, where)  # the suite's own params, merged into the preset's
+    if preset.model not in VARIANTS:
+        raise ConfigError(f"{where}: unknown model variant "
+                          f"'{preset.model}'"
+                          f"{closest(preset.model, VARIANTS)} (known: {', '.join(VARIANTS)})")
     return preset
+
+
+def _check_model_options(suite: dict, preset: Preset) -> None:
+    """A stream's [model] options must be ones the strategy's model variant takes."""
+    accepted = VARIANTS[preset.model].options
+    for entry in suite["streams"]:
+        unknown = sorted(set(entry["model"].get("options", {})) - accepted)
+        if unknown:
+            raise ConfigError(f"{suite.get('path', 'suite')}: 'model.options' {unknown} are not "
+                              f"options of model variant '{preset.model}' (strategy "
+                              f"'{preset.name}'; it takes: {sorted(accepted) or 'none'})")
 
 
 def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
          seeds: list[int] | None = None, presets_dir: Path | None = None,
          chosen_values: dict | None = None) -> list[Path]:
     """Write suite.json and each run's config.json (unless already there and identical);
-    return the run folders. A folder holding results of a different config is refused.
-    ``chosen_values``: {(stream, strategy): {param: value}} picked by a validation sweep."""
+    return the run folders. Every preset is resolved and checked before anything is
+    written, so a bad spec leaves no folder behind. A folder holding results of a different
+    config is refused. ``chosen_values``: {(stream, strategy): {param: value}} picked by a
+    validation sweep (comet_cl.sweep)."""
     out = Path(out)
     chosen = suite["strategies"]
     if strategies:
@@ -108,17 +127,17 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
                 raise ConfigError(f"--strategies: '{name}' is not in suite '{suite['name']}'"
                                   f"{closest(name, known)} (it has: {', '.join(sorted(known))})")
         chosen = [s for s in chosen if s["name"] in strategies]
-    s_hash = suite_hash(suite)
     seeds = suite["seeds"] if seeds is None else seeds
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of non-negative ints, got {seeds}")
+    s_hash = suite_hash(suite)
     planned = []  # every config is built (and so checked) before anything is written
     for base in chosen:
         for entry in suite["streams"]:
             point = (chosen_values or {}).get((entry["stream"]["name"], base["name"]), {})
             strat = sweep.with_values(base, point)
-            preset = _preset(strat, presets_dir)
-            if preset.model not in VARIANTS:
-                raise ConfigError(f"strategy '{preset.name}': unknown model variant "
-                                  f"'{preset.model}'{closest(preset.model, VARIANTS)}")
+            preset = _preset({**strat, "path": suite.get("path")}, presets_dir)
+            _check_model_options(suite, preset)
             for seed in seeds:
                 cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
                 planned.append((res.run_dir(out, entry["stream"]["name"], strat["name"], seed),
@@ -252,10 +271,55 @@ def _jsonable(x):
 def execute_run(folder: Path, *, data_root=None, device: str = "auto",
                 on_start=None, on_step=None) -> dict:
     """Run (or resume, or skip) the run in ``folder``; return its summary.
-    ``on_start(total_minibatches)`` and ``on_step(1)`` feed a progress display."""
+    ``on_start(total_minibatches)`` and ``on_step(1)`` feed a progress display.
+
+    Every executor gets, from here: one process per folder at a time (the run's lock, see
+    ``results.RunLock``): a run another live process holds raises :class:`results.RunLocked`,
+    which an executor reports as skipped and goes on (the holder finishes the run); and a
+    clean folder after any kill: temp files of interrupted writes removed, no duplicate or
+    missing event rows, no checkpoint beside a finished summary.
+    """
     folder = Path(folder)
-    if (folder / res.SUMMARY_FILE).exists():
-        return res.read_json(folder / res.SUMMARY_FILE)
+    summary_path = folder / res.SUMMARY_FILE
+    if summary_path.exists() and not _leftovers(folder):
+        return res.read_json(summary_path)
+    with res.RunLock(folder):
+        res.remove_stale_temp(folder)
+        res.repair_events(folder)
+        if summary_path.exists():  # finished, but killed before it tidied up
+            summary = res.read_json(summary_path)
+            _finish(folder, summary)
+            return summary
+        return _execute(folder, data_root=data_root, device=device, on_start=on_start,
+                        on_step=on_step)
+
+
+def _leftovers(folder: Path) -> bool:
+    return (folder / res.CHECKPOINT_FILE).exists() or any(folder.glob(res.TEMP_GLOB))
+
+
+def _finish(folder: Path, summary: dict) -> None:
+    """After summary.json is written: the 'finished' event (once), and no checkpoint."""
+    if not any(e.get("event") == "finished" for e in res.read_events(folder)):
+        res.append_event(folder, {"event": "finished", "time": _now(),
+                                  "acc": summary["metrics"]["acc"]})
+    (folder / res.CHECKPOINT_FILE).unlink(missing_ok=True)  # the summary holds all results
+
+
+def _log_missing_experiences(folder: Path, R: list, train_time: list) -> None:
+    """A checkpoint is saved before its 'experience' event: a kill between the two leaves
+    the row missing; a resumed run writes it from the checkpoint, so each row is there once."""
+    logged = {e.get("experience") for e in res.read_events(folder)
+              if e.get("event") == "experience"}
+    for i, row in enumerate(R):
+        if i not in logged:
+            res.append_event(folder, {"event": "experience", "time": _now(), "experience": i,
+                                      "accuracy": row, "train_seconds": train_time[i],
+                                      "recovered": True})
+
+
+def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict:
+    """The run itself, under its lock (see execute_run)."""
     cfg = res.read_json(folder / res.CONFIG_FILE)
     dev = pick_device(device)
     bench, model = _build(cfg, data_root, dev)
@@ -285,6 +349,7 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
         strategy.clock.__dict__.update(state["clock"])
         strategy.pending_optimizer_state = state["optimizer"]
         _set_rng_state(state["rng"])
+        _log_missing_experiences(folder, R, recorder.train_time)
         res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done})
 
     phases = [bench.train_stream] if joint else list(bench.train_stream)
@@ -293,14 +358,13 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
     for i in range(done, len(phases)):
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
+        _save_checkpoint(folder, strategy, plugins, recorder, R0, R, i + 1)
         res.append_event(folder, {"event": "experience", "time": _now(), "experience": i,
                                   "accuracy": R[-1], "train_seconds": recorder.train_time[-1]})
-        _save_checkpoint(folder, strategy, plugins, recorder, R0, R, i + 1)
 
     summary = _summary(cfg, model, bench, recorder, R0, R, joint, dev)
     res.atomic_write_json(folder / res.SUMMARY_FILE, summary)
-    res.append_event(folder, {"event": "finished", "time": _now(), "acc": summary["metrics"]["acc"]})
-    (folder / res.CHECKPOINT_FILE).unlink(missing_ok=True)  # the summary holds all results
+    _finish(folder, summary)
     return summary
 
 
@@ -388,16 +452,37 @@ class LocalExecutor:
     def run(self, folders: list[Path], *, data_root, device: str, progress: "_Progress") -> None:
         if self.workers == 1:
             for folder in folders:
-                with progress.run(folder) as bar:
-                    summary = execute_run(folder, data_root=data_root, device=device,
-                                          on_start=bar.reset, on_step=bar.update)
+                try:
+                    with progress.run(folder) as bar:
+                        summary = execute_run(folder, data_root=data_root, device=device,
+                                              on_start=bar.reset, on_step=bar.update)
+                except res.RunLocked as e:
+                    progress.skipped(e)
+                    continue
                 progress.finished(folder, summary["metrics"])
             return
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_worker, f, data_root, device, threads): f for f in folders}
+        pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        try:
+            # Workers are born ignoring SIGINT: on Ctrl-C only this process speaks, and
+            # stops them (below); each run resumes from its last checkpoint next time.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                futures = {pool.submit(_worker, f, data_root, device, threads): f
+                           for f in folders}
+            finally:
+                signal.signal(signal.SIGINT, previous)
             for fut in as_completed(futures):
-                progress.finished(futures[fut], fut.result())
+                try:
+                    progress.finished(futures[fut], fut.result())
+                except res.RunLocked as e:
+                    progress.skipped(e)
+        except BaseException:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
 
 def _worker(folder: Path, data_root, device: str, threads: int) -> dict:
@@ -454,16 +539,17 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
     chosen = None
     if tuning is not None:
         truns = plan(tuning, out / sweep.SWEEP_DIR, presets_dir=presets_dir)
-        _execute(executor, truns, data_root, device, progress, "sweep")
+        _execute_stage(executor, truns, data_root, device, progress, "sweep")
         chosen = sweep.choose(suite, out, strategies)
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,
                 chosen_values=chosen)
-    _execute(executor, runs, data_root, device, progress, "suite")
+    _execute_stage(executor, runs, data_root, device, progress, "suite")
     return runs
 
 
-def _execute(executor, runs: list[Path], data_root, device: str, progress: bool,
-             stage: str) -> None:
+def _execute_stage(executor, runs: list[Path], data_root, device: str, progress: bool,
+                   stage: str) -> None:
+    """Run a stage's unfinished runs (the sweep's tuning runs, or the suite's final runs)."""
     todo = _unfinished(runs)
     bars = _Progress(len(runs), len(runs) - len(todo), enabled=progress, desc=stage)
     try:
@@ -495,6 +581,10 @@ class _Progress:
         self.suite.update(1)
         if self.enabled:
             self.suite.write(f"done  {_label(folder):<45} ACC {m['acc']:.3f}")
+
+    def skipped(self, locked: res.RunLocked) -> None:
+        """A run another process holds: said, not counted as done here."""
+        self.suite.write(f"skip  {_label(locked.folder):<45} locked by {locked.holder}")
 
     def close(self) -> None:
         self.suite.close()

@@ -17,7 +17,6 @@ passes a task label to the model.
 from __future__ import annotations
 
 import inspect
-import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,16 @@ from avalanche.training.plugins import (
 from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
 
-from comet_cl.config import ConfigError, check_keys, closest
+from comet_cl.config import (  # noqa: F401  (preset files are found and read by config)
+    PRESETS_DIR,
+    ConfigError,
+    available_presets,
+    check_keys,
+    closest,
+    preset_dirs,
+    preset_file,
+    read_preset,
+)
 from comet_cl.loaders import tensor_batches
 
 # The suite records its own metrics (comet_cl.recorder): Avalanche's evaluator runs without
@@ -62,10 +70,6 @@ SynapticIntelligencePlugin.extract_grad = staticmethod(
     lambda model, target, excluded: _copy_flat(
         [(n, p.grad) for n, p in SynapticIntelligencePlugin.allowed_parameters(model, excluded)],
         target))
-
-# The presets that ship with the package; a suite's own folder can add or shadow presets.
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-
 
 class _Replay(ReplayPlugin):
     """Avalanche's ReplayPlugin, updating its buffer through the buffer's current API
@@ -150,34 +154,9 @@ class Preset:
                 "params": dict(self.params), "train": dict(self.train)}
 
 
-PRESET_KEYS = {"method", "model", "params", "train", "description", "source"}
-
-
-def preset_dirs(extra: Path | None = None) -> list[Path]:
-    dirs = [extra, PRESETS_DIR] if extra is not None else [PRESETS_DIR]
-    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
-
-
-def available_presets(extra: Path | None = None) -> dict[str, Path]:
-    """Preset name -> file; an earlier folder wins (a suite's own presets shadow the repo's)."""
-    found: dict[str, Path] = {}
-    for d in reversed(preset_dirs(extra)):
-        found.update({p.stem: p for p in sorted(d.glob("*.toml"))})
-    return found
-
-
 def load_preset(name: str, extra: Path | None = None) -> Preset:
-    files = available_presets(extra)
-    if name not in files:
-        raise ConfigError(f"unknown strategy '{name}'{closest(name, files)}; presets are "
-                          f"the .toml files in {', '.join(map(str, preset_dirs(extra)))}")
-    path = files[name]
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    check_keys(raw, PRESET_KEYS, path, "", required={"method"})
-    preset = Preset(name=name, **raw)
+    path = preset_file(name, extra)
+    preset = Preset(name=name, **read_preset(path))
     validate_preset(preset, path)
     return preset
 

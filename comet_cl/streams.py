@@ -12,7 +12,6 @@ is two inputs), which is what COMET's mask cache and the Bernoulli baseline key 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -24,6 +23,8 @@ from avalanche.benchmarks.utils.classification_dataset import (
 from torch.utils.data import Dataset
 
 from comet_cl import data
+# The registry itself is light metadata (no torch): it lives in comet_cl.catalog.
+from comet_cl.catalog import STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
 
 # Per-channel mean and std of each training set (the usual published figures).
 NORMALIZATION = {
@@ -32,54 +33,6 @@ NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-
-
-@dataclass(frozen=True)
-class StreamKind:
-    """What a stream name means: which dataset, how it is cut, how many experiences.
-
-    ``scenario`` is how the data is cut ("permuted": every experience is all classes under a
-    new pixel permutation; "split": every experience is a group of classes).
-    ``relabel_within_experience``: a split stream whose label is the class's position within
-    its experience's group ("first or second digit of the pair"): van de Ven & Tolias'
-    domain-incremental split MNIST, one shared 2-way head, no task identity. Otherwise the
-    label is the class itself (class-incremental: one head over every class).
-    """
-
-    dataset: str
-    scenario: str  # "permuted" or "split"
-    n_experiences: int
-    n_classes: int  # classes in the dataset
-    relabel_within_experience: bool = False
-
-    @property
-    def incremental(self) -> str:
-        """The continual-learning scenario (van de Ven & Tolias 2019): "domain" or "class"."""
-        return "domain" if self.scenario == "permuted" or self.relabel_within_experience else "class"
-
-    def n_outputs(self, n_experiences: int) -> int:
-        """Width of the model's output layer."""
-        if self.relabel_within_experience:
-            return self.n_classes // n_experiences
-        return self.n_classes
-
-
-STREAMS = {
-    "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),
-    "split-mnist": StreamKind("mnist", "split", 5, 10),
-    "split-mnist-domain": StreamKind("mnist", "split", 5, 10, relabel_within_experience=True),
-    "split-fashion-mnist": StreamKind("fashion-mnist", "split", 5, 10),
-    "split-cifar10": StreamKind("cifar10", "split", 5, 10),
-    "split-cifar100": StreamKind("cifar100", "split", 10, 100),
-}
-
-
-def stream_kind(name: str) -> StreamKind:
-    if name not in STREAMS:
-        close = difflib.get_close_matches(name, STREAMS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown stream '{name}'{hint} (known: {', '.join(STREAMS)})")
-    return STREAMS[name]
 
 
 @dataclass(frozen=True)

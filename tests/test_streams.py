@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from comet_cl import data
 from comet_cl.loaders import tensor_batches
 from comet_cl.streams import STREAMS, StreamSpec, make_stream, stream_kind
+from conftest import require_data
 
 CAP = 300  # samples per experience: small and fast
 
@@ -20,13 +20,15 @@ def first_batch(exp, n=CAP):
     return next(iter(tensor_batches(exp.dataset, n, shuffle=False)))
 
 
-FASHION = pytest.param("split-fashion-mnist", marks=pytest.mark.skipif(
-    not data.DEBIAN_FASHION_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist"))
+def stream(name: str, **options):
+    """make_stream, skipping with the reason where the command would not find the data."""
+    require_data(STREAMS[name].dataset, options.get("data_root"))
+    return make_stream(name, **options)
 
 
-@pytest.mark.parametrize("name", ["split-mnist", "split-cifar10", FASHION])
+@pytest.mark.parametrize("name", ["split-mnist", "split-cifar10", "split-fashion-mnist"])
 def test_split_streams_have_disjoint_class_pairs_covering_every_class(name):
-    bench = make_stream(name, max_per_experience=CAP, max_test_per_experience=CAP)
+    bench = stream(name, max_per_experience=CAP, max_test_per_experience=CAP)
     seen = [classes(e) for e in bench.train_stream]
     assert len(seen) == 5 and all(len(c) == 2 for c in seen)
     assert set().union(*seen) == set(range(10))
@@ -36,10 +38,12 @@ def test_split_streams_have_disjoint_class_pairs_covering_every_class(name):
 
 
 def test_split_cifar100_has_ten_experiences_of_ten_classes(tmp_path, monkeypatch):
-    """No registry ships CIFAR-100 here: the files are written in its layout from real
-    CIFAR-10 images, with fine labels i % 100 made up so that every class is present."""
+    """No registry ships CIFAR-100 here: the files are written in its layout from small
+    random images, with fine labels i % 100 made up so that every class is present."""
     monkeypatch.setenv("COMET_CL_CACHE", str(tmp_path / "cache"))
-    x, _, xt, _ = data.load("cifar10")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8, generator=g)
+    xt = torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8, generator=g)
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     for split, images in (("train", x[:1000]), ("test", xt[:500])):
@@ -48,7 +52,7 @@ def test_split_cifar100_has_ten_experiences_of_ten_classes(tmp_path, monkeypatch
             "data": images.reshape(len(images), -1).numpy(), "fine_labels": labels,
             "coarse_labels": [c // 5 for c in labels]}))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [str(i) for i in range(100)]}))
-    bench = make_stream("split-cifar100", data_root=str(tmp_path))
+    bench = stream("split-cifar100", data_root=str(tmp_path))
     seen = [classes(e) for e in bench.train_stream]
     assert len(seen) == 10 and seen[3] == set(range(30, 40))
     assert set().union(*seen) == set(range(100)) and all(len(e.dataset) == 100
@@ -57,22 +61,22 @@ def test_split_cifar100_has_ten_experiences_of_ten_classes(tmp_path, monkeypatch
 
 
 def test_class_order_natural_random_and_explicit():
-    natural = make_stream("split-mnist", max_per_experience=50)
+    natural = stream("split-mnist", max_per_experience=50)
     assert classes(natural.train_stream[0]) == {0, 1}
-    explicit = make_stream("split-mnist", class_order=(9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           max_per_experience=50)
+    explicit = stream("split-mnist", class_order=(9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                      max_per_experience=50)
     assert classes(explicit.train_stream[0]) == {9, 8}
-    r1 = make_stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
-    r2 = make_stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
+    r1 = stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
+    r2 = stream("split-mnist", class_order="random", seed=3, max_per_experience=50)
     assert [classes(e) for e in r1.train_stream] == [classes(e) for e in r2.train_stream]
     with pytest.raises(ValueError, match="permutation of 0..9"):
-        make_stream("split-mnist", class_order=(0, 0, 1, 2, 3, 4, 5, 6, 7, 8))
+        stream("split-mnist", class_order=(0, 0, 1, 2, 3, 4, 5, 6, 7, 8))
 
 
 def test_permutations_distinct_fixed_by_seed_first_identity():
     def pixels(seed, first_identity=True):
-        b = make_stream("permuted-mnist", n_experiences=3, seed=seed, max_per_experience=CAP,
-                        first_identity=first_identity)
+        b = stream("permuted-mnist", n_experiences=3, seed=seed, max_per_experience=CAP,
+                   first_identity=first_identity)
         return [first_batch(e)[0] for e in b.train_stream], b
     a, bench = pixels(0)
     again, _ = pixels(0)
@@ -98,14 +102,14 @@ def test_permutations_distinct_fixed_by_seed_first_identity():
 
 def test_same_seed_identical_streams_other_seed_other_subsets():
     def ids(seed):
-        b = make_stream("split-mnist", seed=seed, max_per_experience=CAP)
+        b = stream("split-mnist", seed=seed, max_per_experience=CAP)
         return [first_batch(e)[2] for e in b.train_stream]
     assert all(torch.equal(x, y) for x, y in zip(ids(0), ids(0)))
     assert not all(torch.equal(x, y) for x, y in zip(ids(0), ids(5)))
 
 
 def test_no_task_identity_is_exposed():
-    bench = make_stream("permuted-mnist", n_experiences=3, max_per_experience=CAP)
+    bench = stream("permuted-mnist", n_experiences=3, max_per_experience=CAP)
     for stream in (bench.train_stream, bench.test_stream):
         for e in stream:
             assert set(e.dataset.targets_task_labels.uniques) == {0}
@@ -114,15 +118,15 @@ def test_no_task_identity_is_exposed():
 
 
 def test_sample_ids_are_unique_across_the_stream():
-    bench = make_stream("permuted-mnist", n_experiences=3, max_per_experience=CAP,
-                        max_test_per_experience=CAP)
+    bench = stream("permuted-mnist", n_experiences=3, max_per_experience=CAP,
+                   max_test_per_experience=CAP)
     every = torch.cat([first_batch(e)[2] for s in (bench.train_stream, bench.test_stream)
                        for e in s])
     assert len(every) == 6 * CAP and len(every.unique()) == len(every)
 
 
 def test_tensor_loader_matches_avalanche_per_sample_path():
-    bench = make_stream("split-cifar10", max_per_experience=CAP)
+    bench = stream("split-cifar10", max_per_experience=CAP)
     data = bench.train_stream[1].dataset
     mixed = data.concat(bench.train_stream[2].dataset).subset(list(range(CAP - 20, CAP + 20)))
     x, y, ids, t = first_batch(type("E", (), {"dataset": mixed}), 40)
@@ -134,7 +138,7 @@ def test_tensor_loader_matches_avalanche_per_sample_path():
 
 
 def test_validation_split_is_carved_from_training_data():
-    bench = make_stream("split-mnist", max_per_experience=CAP, valid_fraction=0.2)
+    bench = stream("split-mnist", max_per_experience=CAP, valid_fraction=0.2)
     for tr, va in zip(bench.train_stream, bench.valid_stream):
         assert len(va.dataset) == round(0.2 * CAP) and len(tr.dataset) == CAP - len(va.dataset)
         assert not set(first_batch(tr)[2].tolist()) & set(first_batch(va)[2].tolist())

@@ -1,0 +1,86 @@
+"""The stream registry as plain metadata: what each stream name means, with no torch import.
+
+It lives apart from ``comet_cl.streams`` (which builds the Avalanche benchmarks and so imports
+torch and Avalanche, seconds of start-up) so that checking a spec and ``comet-cl list``
+answer at once. ``comet_cl.streams`` re-exports everything here.
+
+A stream declares what depends on it: its default model architecture and how many
+experiences it can be cut into. Other modules ask the entry, never compare stream names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Permuted streams can have any number of experiences; past this the stream is a typo (and
+# its evaluation matrix, T x T passes over the test set, would take days).
+MAX_PERMUTED_EXPERIENCES = 100
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """What a stream name means: which dataset, how it is cut, how many experiences, and the
+    model architecture a suite gets when it names none.
+
+    ``scenario`` is how the data is cut ("permuted": every experience is all classes under a
+    new pixel permutation; "split": every experience is a group of classes).
+    ``relabel_within_experience``: a split stream whose label is the class's position within
+    its experience's group ("first or second digit of the pair"): van de Ven & Tolias'
+    domain-incremental split MNIST, one shared 2-way head, no task identity. Otherwise the
+    label is the class itself (class-incremental: one head over every class).
+    """
+
+    dataset: str
+    scenario: str  # "permuted" or "split"
+    n_experiences: int
+    n_classes: int  # classes in the dataset
+    default_arch: str = "mlp"
+    relabel_within_experience: bool = False
+
+    @property
+    def incremental(self) -> str:
+        """The continual-learning scenario (van de Ven & Tolias 2019): "domain" or "class"."""
+        return "domain" if self.scenario == "permuted" or self.relabel_within_experience else "class"
+
+    def n_outputs(self, n_experiences: int) -> int:
+        """Width of the model's output layer."""
+        if self.relabel_within_experience:
+            return self.n_classes // n_experiences
+        return self.n_classes
+
+    @property
+    def splits_classes(self) -> bool:
+        """Experiences are disjoint groups of classes (so their number must divide them)."""
+        return self.scenario != "permuted"
+
+    def experiences_error(self, n: int) -> str | None:
+        """Why this stream cannot have ``n`` experiences, or None when it can."""
+        if n < 1:
+            return f"must be at least 1, got {n}"
+        if self.splits_classes:
+            if self.n_classes % n:
+                ok = [d for d in range(1, self.n_classes + 1) if self.n_classes % d == 0]
+                return (f"{self.n_classes} classes do not split evenly into {n} experiences "
+                        f"(possible: {', '.join(map(str, ok))})")
+        elif n > MAX_PERMUTED_EXPERIENCES:
+            return f"at most {MAX_PERMUTED_EXPERIENCES} for a permuted stream, got {n}"
+        return None
+
+
+STREAMS: dict[str, StreamKind] = {
+    "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),
+    "split-mnist": StreamKind("mnist", "split", 5, 10),
+    "split-mnist-domain": StreamKind("mnist", "split", 5, 10, relabel_within_experience=True),
+    "split-fashion-mnist": StreamKind("fashion-mnist", "split", 5, 10),
+    "split-cifar10": StreamKind("cifar10", "split", 5, 10, default_arch="conv"),
+    "split-cifar100": StreamKind("cifar100", "split", 10, 100, default_arch="conv"),
+}
+
+
+def stream_kind(name: str) -> StreamKind:
+    if name not in STREAMS:
+        import difflib
+        close = difflib.get_close_matches(name, STREAMS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown stream '{name}'{hint} (known: {', '.join(STREAMS)})")
+    return STREAMS[name]

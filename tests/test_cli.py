@@ -1,0 +1,364 @@
+"""The command as a careless or unlucky user meets it: every bad value, file and folder ends
+with exit 2 and one line naming the file, key and line; nothing is left behind; Ctrl-C ends
+with one line and exit 130; --help and list never import torch."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comet_cl import cli, data
+from comet_cl.results import LOCK_FILE, RunLock
+
+COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
+ROOT = os.geteuid() == 0
+NOT_AS_ROOT = pytest.mark.skipif(ROOT, reason="root writes into read-only folders")
+
+GOOD = """name = "cli"
+seeds = [0]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 100 }]
+strategies = ["naive"]
+
+[model]
+widths = [16]
+p_k = 0.5
+arch = "mlp"
+
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.01
+
+[eval]
+beta = 2
+curve_stride = 2
+curve_subset = 50
+"""
+
+# (what to change in GOOD, the key and line the message must name, what it must say)
+BAD_VALUES = {
+    "n_experiences 0": ("n_experiences = 2", "n_experiences = 0",
+                        "'streams[0].n_experiences' (line 3)", "must be at least 1"),
+    "n_experiences -3": ("n_experiences = 2", "n_experiences = -3",
+                         "'streams[0].n_experiences' (line 3)", "must be at least 1"),
+    "n_experiences 3 of 10 classes": ("n_experiences = 2", "n_experiences = 3",
+                                      "'streams[0].n_experiences' (line 3)",
+                                      "10 classes do not split evenly into 3"),
+    "n_experiences 100000 permuted": ('"split-mnist", n_experiences = 2',
+                                      '"permuted-mnist", n_experiences = 100000',
+                                      "'streams[0].n_experiences' (line 3)",
+                                      "at most 100 for a permuted stream"),
+    "lr nan": ("lr = 0.01", "lr = nan", "'train.lr' (line 14)", "expected a finite number"),
+    "lr inf": ("lr = 0.01", "lr = inf", "'train.lr' (line 14)", "expected a finite number"),
+    "lr negative": ("lr = 0.01", "lr = -0.1", "'train.lr' (line 14)", "must be > 0"),
+    "epochs 0": ("epochs = 1", "epochs = 0", "'train.epochs' (line 12)", "must be > 0"),
+    "batch_size 0": ("batch_size = 32", "batch_size = 0", "'train.batch_size' (line 13)",
+                     "must be > 0"),
+    "optimizer": ("lr = 0.01", 'lr = 0.01\noptimizer = "adma"', "'train.optimizer' (line 15)",
+                  "unknown optimizer 'adma'; did you mean 'adam'"),
+    "seeds empty": ("seeds = [0]", "seeds = []", "'seeds' (line 2)", "must not be empty"),
+    "seed -1": ("seeds = [0]", "seeds = [-1]", "'seeds' (line 2)", "must be >= 0"),
+    "curve_stride 0": ("curve_stride = 2", "curve_stride = 0", "'eval.curve_stride' (line 18)",
+                       "must be > 0"),
+    "beta 0": ("beta = 2", "beta = 0", "'eval.beta' (line 17)", "must be > 0"),
+    "curve_subset 0": ("curve_subset = 50", "curve_subset = 0",
+                       "'eval.curve_subset' (line 19)", "must be > 0"),
+    "p_k 0": ("p_k = 0.5", "p_k = 0", "'model.p_k' (line 8)", "must be in (0, 1]"),
+    "p_k 1.5": ("p_k = 0.5", "p_k = 1.5", "'model.p_k' (line 8)", "must be in (0, 1]"),
+    "widths empty": ("widths = [16]", "widths = []", "'model.widths' (line 7)",
+                     "must not be empty"),
+    "widths 0": ("widths = [16]", "widths = [0, 100]", "'model.widths' (line 7)",
+                 "must be > 0, got 0"),
+    "arch": ('arch = "mlp"', 'arch = "mpl"', "'model.arch' (line 9)",
+             "unknown arch 'mpl'; did you mean 'mlp'"),
+    "activation": ('arch = "mlp"', 'arch = "mlp"\nactivation = "rleu"',
+                   "'model.activation' (line 10)", "unknown activation 'rleu'"),
+    "max_per_experience 0": ("max_per_experience = 100", "max_per_experience = 0",
+                             "'streams[0].max_per_experience' (line 3)", "must be > 0"),
+    "valid_fraction 1": ("max_per_experience = 100", "max_per_experience = 100, "
+                         "valid_fraction = 1.0", "'streams[0].valid_fraction' (line 3)",
+                         "must be in [0, 1)"),
+    "class_order": ("max_per_experience = 100", "max_per_experience = 100, "
+                    "class_order = [0, 1, 2]", "'streams[0].class_order' (line 3)",
+                    "permutation of 0..9"),
+    "strategies empty": ('strategies = ["naive"]', "strategies = []", "'strategies' (line 4)",
+                         "must not be empty"),
+    "strategy params": ('strategies = ["naive"]',
+                        'strategies = [{ preset = "ewc", params = { ewc_lamda = 1.0 } }]',
+                        "'params.ewc_lamda'", "did you mean 'ewc_lambda'"),
+    "strategy train": ('strategies = ["naive"]',
+                       'strategies = [{ preset = "naive", train = { lr = 0 } }]',
+                       "'strategies[0].train.lr' (line 4)", "must be > 0"),
+    "model options": ("widths = [16]", "widths = [16]\noptions = { top_k = 2 }",
+                      "'model.options' ['top_k']", "not options of model variant 'dense'"),
+}
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    assert err.strip() and "\n" not in err.strip(), f"expected one line, got:\n{err}"
+    assert "Traceback" not in err
+    return err.strip()
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_is_one_line_exit_2_no_folder_and_the_fix_runs_into_the_same_out(
+        case, tmp_path, capsys):
+    old, new, key, why = BAD_VALUES[case]
+    assert old in GOOD
+    spec, out = tmp_path / "suite.toml", tmp_path / "out"
+    spec.write_text(GOOD.replace(old, new))
+    code, _, err = run(capsys, "run", spec, "--out", out, "--quiet")
+    line = one_line(err)
+    assert code == 2 and line.startswith("comet-cl: error: ")
+    assert str(spec) in line and key in line and why in line, line
+    assert not out.exists()  # refused before anything was written
+
+    spec.write_text(GOOD)
+    code, stdout, err = run(capsys, "run", spec, "--out", out, "--plan-only")
+    assert code == 0, err
+    assert (Path(stdout.split()[0]) / "config.json").is_file()
+
+
+def test_a_bad_preset_value_names_the_preset_file_and_leaves_nothing(tmp_path, capsys):
+    (tmp_path / "strategies").mkdir()
+    preset = tmp_path / "strategies" / "fast.toml"
+    preset.write_text('method = "naive"\n\n[train]\nlr = -1.0\n')
+    (tmp_path / "suites").mkdir()
+    spec = tmp_path / "suites" / "s.toml"
+    spec.write_text(GOOD.replace('["naive"]', '["fast"]'))
+    code, _, err = run(capsys, "run", spec, "--out", tmp_path / "out")
+    line = one_line(err)
+    assert code == 2 and str(preset) in line and "'train.lr' (line 4): must be > 0" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"\x00\x01\x02\xff\xfe binary", "not a text file"),
+    ('name = "café"\n'.encode("latin-1"), "not a text file (TOML must be UTF-8; byte 0xe9"),
+    (b"name = \n", "not valid TOML"),
+])
+def test_unreadable_spec_files_are_one_line(tmp_path, capsys, content, why):
+    spec = tmp_path / "s.toml"
+    spec.write_bytes(content)
+    code, _, err = run(capsys, "run", spec, "--out", tmp_path / "out")
+    line = one_line(err)
+    assert code == 2 and str(spec) in line and why in line
+    assert not (tmp_path / "out").exists()
+
+
+@NOT_AS_ROOT
+def test_a_spec_without_read_permission_is_one_line(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(GOOD)
+    spec.chmod(0)
+    code, _, err = run(capsys, "run", spec, "--out", tmp_path / "out")
+    assert code == 2 and "cannot read: Permission denied" in one_line(err)
+
+
+def test_out_that_is_a_file_or_below_a_file_is_one_line(tmp_path, capsys):
+    spec, blocker = tmp_path / "s.toml", tmp_path / "a-file"
+    spec.write_text(GOOD)
+    blocker.write_text("x")
+    code, _, err = run(capsys, "run", spec, "--out", blocker, "--plan-only")
+    assert code == 2 and f"--out {blocker}: is a file, not a folder" in one_line(err)
+    code, _, err = run(capsys, "run", spec, "--out", blocker / "sub", "--plan-only")
+    line = one_line(err)
+    assert code == 2 and f"cannot write {blocker / 'sub' / 'suite.json'}" in line
+    assert "Not a directory" in line
+
+
+@NOT_AS_ROOT
+def test_read_only_out_and_report_folder_are_one_line(tmp_path, capsys):
+    spec, locked = tmp_path / "s.toml", tmp_path / "ro"
+    spec.write_text(GOOD)
+    locked.mkdir()
+    locked.chmod(0o555)
+    code, _, err = run(capsys, "run", spec, "--out", locked / "out", "--plan-only")
+    assert code == 2 and "Permission denied" in one_line(err)
+    code, _, err = run(capsys, "report", tmp_path, "-o", locked / "r.pdf")
+    assert code == 2 and f"cannot write {locked / 'r.pdf'}" in one_line(err)
+
+
+def test_report_into_an_impossible_place_fails_before_reading_results(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "report", tmp_path / "no-results", "-o", blocker / "r.pdf")
+    line = one_line(err)
+    assert code == 2 and f"cannot write {blocker / 'r.pdf'}" in line
+
+
+def test_a_full_disk_names_the_file_and_the_room_needed(tmp_path, capsys, monkeypatch):
+    spec, out = tmp_path / "s.toml", tmp_path / "out"
+    spec.write_text(GOOD)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    import comet_cl.results
+    monkeypatch.setattr(comet_cl.results.os, "fsync", full)
+    code, _, err = run(capsys, "run", spec, "--out", out, "--plan-only")
+    line = one_line(err)
+    assert code == 2 and f"cannot write {out / 'suite.json'}: no space left on device" in line
+    assert "bytes; " in line and "bytes free there" in line
+    assert not list(out.glob(".*.tmp"))  # the partial temp file is gone
+
+
+def test_argument_errors_exit_2_at_once(capsys):
+    for argv in (["run", "quick", "--workers", "0"], ["run", "quick", "--seeds", "-1"],
+                 ["run"], ["nonsense"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        assert "usage: comet-cl" in capsys.readouterr().err
+
+
+def test_help_list_and_argument_errors_do_not_import_torch():
+    """What makes them answer at once (torch and Avalanche take seconds to import)."""
+    probe = ("import sys\nfrom comet_cl import cli\n"
+             "for argv in (['--help'], ['list'], ['run', 'quick', '--workers', 'x']):\n"
+             "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+             "print('HEAVY', sorted(m for m in ('torch', 'avalanche', 'numpy', 'matplotlib')"
+             " if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    assert "permuted-mnist" in done.stdout and "comet-replay" in done.stdout
+
+
+def test_list_says_what_exists(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for word in ("permuted-mnist", "split-cifar100", "comet-replay", "ewc-online", "  quick\n"):
+        assert word in out
+    assert "smoe" in out and "methods:" not in out
+    code, out, _ = run(capsys, "list", "--all")
+    assert code == 0 and "methods: naive, joint" in out and "variants dense, comet" in out
+
+
+def test_data_command_reports_each_dataset_and_fails_when_one_is_missing(tmp_path, capsys):
+    found = {}
+    for name in ("mnist", "cifar10"):
+        try:
+            found[name] = data.find(name)
+        except data.DataNotFoundError:
+            found[name] = None
+    code, out, _ = run(capsys, "data", "mnist", "cifar10")
+    assert code == (0 if all(found.values()) else 1)
+    for name, source in found.items():
+        line = next(x for x in out.splitlines() if x.startswith(name + " "))
+        assert (str(source.files[0].parent) in line) if source else ("NOT FOUND" in line)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, _ = run(capsys, "data", "mnist", "--data-root", empty)
+    assert code == 1 and "NOT FOUND" in out and str(empty) in out
+    code, _, err = run(capsys, "data", "mnsit")
+    assert code == 2 and "unknown dataset 'mnsit'" in one_line(err)
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_bytes(b"\x00\xff")
+    from comet_cl.config import ConfigError
+    with pytest.raises(ConfigError, match="not a text file"):
+        cli.main(["--debug", "run", str(spec)])
+
+
+def test_run_one_of_a_locked_folder_skips_and_says_who_holds_it(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(GOOD)
+    code, stdout, _ = run(capsys, "run", spec, "--out", tmp_path / "out", "--plan-only")
+    folder = Path(stdout.split()[0])
+    with RunLock(folder):
+        code, out, err = run(capsys, "run-one", folder)
+    assert code == 0, err
+    assert f"{folder}: skipped, locked by pid {os.getpid()} on " in out
+    assert not (folder / "events.jsonl").exists()  # nothing was run
+    code, _, err = run(capsys, "run-one", tmp_path)
+    assert code == 2 and "not a planned run folder" in one_line(err)
+
+
+# ---- Ctrl-C, and two processes on one results folder: real processes ----------------------
+
+INTERRUPTIBLE = """name = "ctrl-c"
+seeds = [0, 1]
+streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 3000 }]
+strategies = ["naive"]
+
+[model]
+widths = [64]
+
+[train]
+batch_size = 16
+"""
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
+    proc = subprocess.Popen(COMET_CL + ["run", "quick", "--out", str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the interpreter is up, torch and Avalanche are still importing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in one_line(err) and "KeyboardInterrupt" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_two_workers_is_one_line_and_workers_stay_quiet(tmp_path):
+    from conftest import require_data
+    require_data("mnist")
+    spec, out = tmp_path / "s.toml", tmp_path / "out"
+    spec.write_text(INTERRUPTIBLE)
+    proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--workers", "2",
+                                        "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    started = wait_for(lambda: len(list(out.glob("runs/*/*/*/events.jsonl"))) == 2, 240)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    _, err = proc.communicate(timeout=120)
+    assert started, err
+    assert proc.returncode == 130, err
+    assert "interrupted" in one_line(err) and "KeyboardInterrupt" not in err
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_results_folder_do_each_run_once(tmp_path):
+    from conftest import require_data
+    require_data("mnist")
+    spec, out = tmp_path / "s.toml", tmp_path / "out"
+    spec.write_text(INTERRUPTIBLE.replace("n_experiences = 3", "n_experiences = 2"))
+    argv = COMET_CL + ["run", str(spec), "--out", str(out), "--quiet"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    done = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], done
+    folders = sorted(out.glob("runs/*/*/seed-*"))
+    assert len(folders) == 2
+    for folder in folders:
+        events = [json.loads(x)["event"] for x in (folder / "events.jsonl").read_text().split("\n")
+                  if x]
+        assert events == ["started", "experience", "experience", "finished"], (folder, events)
+        assert (folder / "summary.json").is_file() and not (folder / LOCK_FILE).exists()
