@@ -107,7 +107,7 @@ MODEL_KEYS = {"arch": "str", "widths": "int list", "p_k": "number", "activation"
               "mask_cache": "bool", "options": "table"}
 TRAIN_KEYS = {"epochs": "int", "iterations": "int", "batch_size": "int", "optimizer": "str",
               "lr": "number", "momentum": "number", "betas": "number list",
-              "weight_decay": "number"}
+              "weight_decay": "number", "logits": "str"}
 EVAL_KEYS = {"beta": "int", "curve_subset": "int", "curve_stride": "int", "batch_size": "int",
              "split": "str"}
 STRATEGY_KEYS = {"preset": "str", "name": "str", "model": "str", "params": "table",
