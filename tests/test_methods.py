@@ -25,9 +25,9 @@ def split(cap=200, n=5):
                        max_test_per_experience=50)
 
 
-def net(variant="dense", widths=(32, 32), seed=0):
+def net(variant="dense", widths=(32, 32), seed=0, arch="mlp"):
     torch.manual_seed(seed)
-    return build_model("mlp", variant, in_shape=(1, 28, 28), n_classes=10, widths=list(widths))
+    return build_model(arch, variant, in_shape=(1, 28, 28), n_classes=10, widths=list(widths))
 
 
 def strategy_for(plugin, model, train=TRAIN, method="naive"):
@@ -62,13 +62,14 @@ def reference_fisher(model, x, y, ids, columns=None, empirical=False):
     return {n: t / len(x) for n, t in total.items()}
 
 
-@pytest.mark.parametrize("variant,columns,empirical", [
-    ("dense", None, False), ("dense", [0, 1, 2, 3], True), ("comet", None, False),
-    ("comet", [0, 1, 2, 3], False)])
-def test_vmap_fisher_equals_a_batch_size_one_loop(variant, columns, empirical):
-    bench = split(cap=150)
+@pytest.mark.parametrize("arch,variant,columns,empirical", [
+    ("mlp", "dense", None, False), ("mlp", "dense", [0, 1, 2, 3], True),
+    ("mlp", "comet", None, False), ("mlp", "comet", [0, 1, 2, 3], False),
+    ("conv", "comet", [0, 1, 2, 3], False)])  # conv layers: the vmap path
+def test_fisher_equals_a_batch_size_one_loop(arch, variant, columns, empirical):
+    bench = split(cap=150 if arch == "mlp" else 40)
     x, y, ids = experience_tensors(bench.train_stream[1])  # classes 2 and 3
-    model = net(variant)
+    model = net(variant, widths=(32, 32) if arch == "mlp" else (4, 8), arch=arch)
     model(x, ids=ids)  # fill COMET's mask cache, as training would have
     ours = fisher_diagonal(model, x, y, ids, columns=columns, empirical=empirical, batch_size=64)
     ref = reference_fisher(model, x, y, ids, columns, empirical)
