@@ -198,8 +198,11 @@ class TensorLoaderMixin:
 
     def _before_training_exp(self, **kwargs):
         # From the stream, not from memory: a resumed run gets the same classes.
-        self._active = classes_seen(self.experience) if self.logits == "seen" else None
+        self._active = self._classes_now() if self.logits == "seen" else None
         super()._before_training_exp(**kwargs)
+
+    def _classes_now(self) -> list[int]:
+        return classes_seen(self.experience)
 
     def active_classes(self) -> list[int] | None:
         """The classes whose outputs training uses now; None: all outputs."""
@@ -252,6 +255,10 @@ class JointStrategy(TensorLoaderMixin, JointTraining):
     def iterations_now(self) -> int | None:
         n = self.train_iterations
         return None if n is None else n * len(self._experiences)
+
+    def _classes_now(self) -> list[int]:
+        # Joint training steps through its first experience only, on all of them at once.
+        return sorted(set().union(*(classes_seen(e) for e in self._experiences)))
 
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}

@@ -285,6 +285,14 @@ def test_seen_logits_leave_unseen_classes_untouched_in_training(logits):
     assert losses and all(a == pytest.approx(b) for a, b in losses)
 
 
+def test_joint_training_with_seen_logits_trains_on_every_class():
+    bench = split(cap=64)
+    model = net()
+    strategy = strategy_for(None, model, train={**TRAIN, "logits": "seen"}, method="joint")
+    strategy.train(bench.train_stream)
+    assert strategy._active == list(range(10))
+
+
 def test_unknown_logits_option_is_refused():
     with pytest.raises(ConfigError, match="logits"):
         strategy_for(None, net(), train={**TRAIN, "logits": "some"})
