@@ -195,6 +195,9 @@ TRAIN_KEYS = {
     "epochs": Rule("int", positive),
     # minibatch updates per experience, the budget as the literature states it (instead of epochs)
     "iterations": Rule("int", positive),
+    # "seen": training loss over the logits of the classes seen so far (van de Ven & Tolias'
+    # class-incremental "active classes"); "all": every output
+    "logits": Rule("str", one_of(lambda: ("all", "seen"), "logits setting")),
     "betas": Rule("number list", lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v)
                   else f"must be two numbers in [0, 1), got {v}"),
     "batch_size": Rule("int", positive),

@@ -1,8 +1,9 @@
 """Strategies by name: a preset (TOML; the packaged ones under ``comet_cl/presets/``) names a
 method and a model variant.
 
-A strategy is a *method* (how training is protected against forgetting: Avalanche's own
-plugins for EWC, SI, LwF and replay, or joint training) applied to a *model variant* (dense,
+A strategy is a *method* (how training is protected against forgetting: comet_cl.methods'
+EWC, SI and LwF, which follow van de Ven & Tolias 2019's code, Avalanche's replay, or joint
+training) applied to a *model variant* (dense,
 COMET, SMoE, ...). So ``comet`` is ``naive`` on a COMET model and ``comet-ewc`` is ``ewc`` on a
 COMET model: adding a strategy is dropping a TOML file, adding a method is one entry in
 ``METHODS``.
@@ -23,14 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from avalanche.training.plugins import (
-    EvaluationPlugin,
-    EWCPlugin,
-    LwFPlugin,
-    ReplayPlugin,
-    SupervisedPlugin,
-    SynapticIntelligencePlugin,
-)
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
 from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
 
@@ -45,31 +39,13 @@ from comet_cl.config import (  # noqa: F401  (preset files are found and read by
     read_preset,
 )
 from comet_cl.loaders import tensor_batches
+from comet_cl.methods import EWC, SI, LwF, classes_seen, restrict_to
 
 # The suite records its own metrics (comet_cl.recorder): Avalanche's evaluator runs without
 # loggers on purpose.
 warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanche")
 
 
-
-def _copy_flat(tensors, target) -> None:
-    for name, t in tensors:
-        if t is not None:
-            target[name].data = t.detach().flatten().to("cpu", copy=True)
-
-
-# Avalanche 0.6's SI snapshots weights and gradients with `.detach().cpu().flatten()`: on a
-# CPU that is a view of the live parameter, so the "old" weights, the "new" ones and the
-# anchor all move with training, the path integral is 0 and the penalty is exactly 0 (SI
-# trained identically to naive here). Its helpers are called by class name, so the fix has
-# to replace them on the class; copying makes them right on every device.
-SynapticIntelligencePlugin.extract_weights = staticmethod(
-    lambda model, target, excluded: _copy_flat(
-        SynapticIntelligencePlugin.allowed_parameters(model, excluded), target))
-SynapticIntelligencePlugin.extract_grad = staticmethod(
-    lambda model, target, excluded: _copy_flat(
-        [(n, p.grad) for n, p in SynapticIntelligencePlugin.allowed_parameters(model, excluded)],
-        target))
 
 class _Replay(ReplayPlugin):
     """Avalanche's ReplayPlugin, updating its buffer through the buffer's current API
@@ -125,9 +101,9 @@ TEMPLATES = ("supervised", "joint")
 METHODS: dict[str, Method] = {
     "naive": Method(),
     "joint": Method(template="joint"),
-    "ewc": Method(EWCPlugin),
-    "si": Method(SynapticIntelligencePlugin),
-    "lwf": Method(LwFPlugin),
+    "ewc": Method(EWC),
+    "si": Method(SI),
+    "lwf": Method(LwF),
     "replay": Method(_replay),
 }
 
@@ -173,16 +149,47 @@ def method_plugins(preset: Preset) -> list[SupervisedPlugin]:
     return method_of(preset).plugins(preset.params)
 
 
+LOGITS = ("all", "seen")
+
+
 class TensorLoaderMixin:
-    """Fast tensor minibatches and sample ids for any Avalanche supervised template."""
+    """Fast tensor minibatches and sample ids for any Avalanche supervised template, and the
+    ``[train] logits`` option.
+
+    ``logits = "seen"`` trains on the output units of the classes seen so far only (current
+    experience included), as van de Ven & Tolias 2019's code does in class-incremental
+    streams: the training cross-entropy is a softmax over those units, and the methods
+    (EWC's Fisher, LwF's distillation) ask :meth:`active_classes` for the same units. It
+    applies to every method, naive included, so comparisons stay fair. Evaluation always
+    uses all outputs: at test time the model does not know which classes it was trained on.
+    ``"all"`` (the default) trains on every output.
+    """
 
     shuffle_seed: int = 0
     pending_optimizer_state: dict | None = None
     train_iterations: int | None = None  # minibatch updates per experience (None: epochs)
+    logits: str = "all"
+    _active: list[int] | None = None
 
     def iterations_now(self) -> int | None:
         """The minibatch budget of the training phase about to start."""
         return self.train_iterations
+
+    def _before_training_exp(self, **kwargs):
+        # From the stream, not from memory: a resumed run gets the same classes.
+        self._active = self._classes_now() if self.logits == "seen" else None
+        super()._before_training_exp(**kwargs)
+
+    def _classes_now(self) -> list[int]:
+        return classes_seen(self.experience)
+
+    def active_classes(self) -> list[int] | None:
+        """The classes whose outputs training uses now; None: all outputs."""
+        return self._active if self.is_training else None
+
+    def criterion(self):
+        out, y = restrict_to(self.mb_output, self.mb_y, self.active_classes())
+        return self._criterion(out, y)
 
     def make_train_dataloader(self, shuffle=True, **kwargs):
         # One shuffle stream per experience, fixed by the run seed: a resumed run draws the
@@ -228,6 +235,10 @@ class JointStrategy(TensorLoaderMixin, JointTraining):
         n = self.train_iterations
         return None if n is None else n * len(self._experiences)
 
+    def _classes_now(self) -> list[int]:
+        # Joint training steps through its first experience only, on all of them at once.
+        return sorted(set().union(*(classes_seen(e) for e in self._experiences)))
+
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -263,4 +274,8 @@ def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_
     )
     strategy.shuffle_seed = seed
     strategy.train_iterations = train.get("iterations")
+    strategy.logits = train.get("logits", "all")
+    if strategy.logits not in LOGITS:
+        raise ConfigError(f"[train] logits = '{strategy.logits}': expected one of "
+                          f"{', '.join(LOGITS)}")
     return strategy
