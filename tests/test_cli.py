@@ -349,7 +349,8 @@ def test_two_processes_on_one_results_folder_do_each_run_once(tmp_path):
     from conftest import require_data
     require_data("mnist")
     spec, out = tmp_path / "s.toml", tmp_path / "out"
-    spec.write_text(INTERRUPTIBLE.replace("n_experiences = 3", "n_experiences = 2"))
+    spec.write_text(INTERRUPTIBLE.replace("n_experiences = 3", "n_experiences = 2")
+                    .replace("max_per_experience = 3000", "max_per_experience = 500"))
     argv = COMET_CL + ["run", str(spec), "--out", str(out), "--quiet"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

@@ -110,8 +110,8 @@ def test_same_seed_identical_streams_other_seed_other_subsets():
 
 def test_no_task_identity_is_exposed():
     bench = stream("permuted-mnist", n_experiences=3, max_per_experience=CAP)
-    for stream in (bench.train_stream, bench.test_stream):
-        for e in stream:
+    for part in (bench.train_stream, bench.test_stream):
+        for e in part:
             assert set(e.dataset.targets_task_labels.uniques) == {0}
             assert e.dataset[0][-1] == 0
             assert torch.all(first_batch(e)[3] == 0)
