@@ -36,7 +36,7 @@ from comet_cl import results as res
 from comet_cl import sweep
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.diagnostics import task_overlap_matrix
-from comet_cl.models import VARIANTS, SMoEAuxLossPlugin, build_model
+from comet_cl.models import VARIANTS, build_model
 from comet_cl.recorder import RunRecorder
 from comet_cl.strategies import (
     Preset,
@@ -243,9 +243,10 @@ def _order(cfg: dict):
     return tuple(order) if isinstance(order, list) else order
 
 
-def _overlap(model, bench, recorder: RunRecorder, device) -> dict | None:
-    """COMET only: the task x task mask-overlap matrix per layer, on the curve subsets."""
-    if getattr(model, "router", None) is None:
+def _overlap(cfg: dict, model, bench, recorder: RunRecorder, device) -> dict | None:
+    """Routed variants (COMET) only: the task x task mask-overlap matrix per layer, on the
+    curve subsets."""
+    if not VARIANTS[cfg["model"]["variant"]].routed:
         return None
     xs, ids = [], []
     for k in range(len(bench.test_stream)):
@@ -336,7 +337,7 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict
         plugins = state["plugins"]
         model.load_state_dict(state["model"])
         recorder.load_state_dict(state["recorder"])
-    extra = [recorder] + ([SMoEAuxLossPlugin()] if cfg["model"]["variant"] == "smoe" else [])
+    extra = [recorder] + VARIANTS[cfg["model"]["variant"]].plugins()
     if on_step is not None:
         extra.append(_StepCallback(on_step))
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
@@ -399,7 +400,7 @@ def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
         "curves": [[list(p) for p in c] for c in recorder.curves],
         "wall_time": recorder.train_time,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "overlap": _overlap(model, bench, recorder, dev),
+        "overlap": _overlap(cfg, model, bench, recorder, dev),
         "metrics": m, "finished_at": _now(), **_environment(dev),
     })
 

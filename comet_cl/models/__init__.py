@@ -21,7 +21,7 @@ from comet_cl.models.smoe import SMoEGate
 from comet_cl.routing import Router, n_kept
 
 __all__ = ["MODELS", "VARIANTS", "ACTIVATIONS", "Variant", "GatedNet", "GatedBlock",
-           "build_model", "SMoEAuxLossPlugin"]
+           "build_model", "SMoEAuxLossPlugin", "MaskPrecomputePlugin"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
@@ -60,14 +60,37 @@ def _smoe(l: int, layer: nn.Module, p_k: float, seed: int, *, top_k: int = 1,
     return SMoEGate(layer.weight.shape[1], _n_units(layer), n_experts, top_k, aux_weight)
 
 
+def _no_plugins() -> list:
+    return []
+
+
+def _smoe_plugins() -> list:
+    from comet_cl.models.plugin import SMoEAuxLossPlugin
+    return [SMoEAuxLossPlugin()]
+
+
+def _comet_plugins() -> list:
+    from comet_cl.models.plugin import MaskPrecomputePlugin
+    return [MaskPrecomputePlugin()]
+
+
 @dataclass(frozen=True)
 class Variant:
-    """gate(l, layer, p_k, seed, **options) makes layer l's gate; routed: COMET's router
-    gives the masks; shrink: hidden widths become round(p_k * N)."""
+    """What a model variant is and what it asks of a run, declared once here so the runner and
+    the report never test variant names.
+
+    gate(l, layer, p_k, seed, **options) makes layer l's gate; routed: COMET's router gives the
+    masks (a run then records the task x task mask overlap, the report draws it); shrink:
+    hidden widths become round(p_k * N); plugins() makes the extra Avalanche training plugins
+    the variant needs (SMoE: its balance loss; COMET: its masks computed for a whole
+    experience before its first step), fresh for each run, imported lazily because Avalanche
+    takes seconds to import.
+    """
 
     gate: Callable[..., Gate]
     routed: bool = False
     shrink: bool = False
+    plugins: Callable[[], list] = _no_plugins
 
     @property
     def options(self) -> set[str]:
@@ -78,12 +101,12 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "dense": Variant(_dense),
-    "comet": Variant(_comet, routed=True),
+    "comet": Variant(_comet, routed=True, plugins=_comet_plugins),
     "smaller": Variant(_dense, shrink=True),
     "dropout": Variant(_dropout),
     "topk": Variant(_topk),
     "bernoulli": Variant(_bernoulli),
-    "smoe": Variant(_smoe),
+    "smoe": Variant(_smoe, plugins=_smoe_plugins),
 }
 
 
@@ -120,8 +143,8 @@ def build_model(arch: str, variant: str, *, in_shape: tuple[int, ...], n_classes
 
 
 def __getattr__(name: str):
-    """Lazy SMoEAuxLossPlugin: importing Avalanche takes seconds, most users never need it."""
-    if name == "SMoEAuxLossPlugin":
-        from comet_cl.models.plugin import SMoEAuxLossPlugin
-        return SMoEAuxLossPlugin
+    """Lazy plugins: importing Avalanche takes seconds, most users never need them."""
+    if name in ("SMoEAuxLossPlugin", "MaskPrecomputePlugin"):
+        from comet_cl.models import plugin
+        return getattr(plugin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
