@@ -28,9 +28,15 @@ def _run(args) -> int:
         return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
                      seeds=_seeds(args.seeds), data_root=args.data_root, device=args.device, workers=args.workers,
-                     progress=not args.quiet)
+                     progress=not args.quiet, executor=args.executor,
+                     executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS})
     _print_table(runs)
     return 0
+
+
+# run's cluster flags, by ExecutorOptions field (None: the spec's [executor] table decides)
+_EXECUTOR_FLAGS = ("address", "cpus_per_run", "gpus_per_run", "max_retries", "partition", "time",
+                   "array_parallelism")
 
 
 def _seeds(n: int | None) -> list[int] | None:
@@ -181,6 +187,23 @@ def parser() -> argparse.ArgumentParser:
                      help="where to train (default: auto = cuda when available, else cpu)")
     run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                      help="runs in parallel, one process each (default 1)")
+    run.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                     help="where runs execute: this machine, a Ray cluster (pip install "
+                          "'comet-cl[ray]') or Slurm via submitit ('comet-cl[slurm]'); results "
+                          "go to --out, which every worker must reach (default local)")
+    cluster = run.add_argument_group("cluster executors (defaults: the spec's [executor] table)")
+    cluster.add_argument("--address", metavar="ADDR",
+                         help="ray: the cluster's head (host:port or auto); default: start Ray here")
+    cluster.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (1)")
+    cluster.add_argument("--gpus-per-run", type=float, metavar="F",
+                         help="GPU share per run; ray: 0.25 puts 4 runs on a GPU (0)")
+    cluster.add_argument("--max-retries", type=int, metavar="N",
+                         help="retries of a run whose worker died (ray) or re-queues of a "
+                              "pre-empted / timed-out task (slurm) (3)")
+    cluster.add_argument("--partition", metavar="P", help="slurm: partition")
+    cluster.add_argument("--time", type=int, metavar="MIN", help="slurm: minutes per task (60)")
+    cluster.add_argument("--array-parallelism", type=int, metavar="N",
+                         help="slurm: array tasks running at once (64)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--plan-only", action="store_true",
                      help="write every run's folder and config, print the unfinished ones "
@@ -248,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         if message is not None:
             print(f"comet-cl: error: {message}", file=sys.stderr)
             return 2
+        from comet_cl.executors import RunsFailed
+        if isinstance(e, RunsFailed):
+            print(f"comet-cl: {e}", file=sys.stderr)
+            return 1
         print(f"comet-cl: internal error: {type(e).__name__}: {e} (a bug: rerun with "
               f"--debug for the traceback and report it)", file=sys.stderr)
         return 1

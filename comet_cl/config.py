@@ -205,6 +205,8 @@ TRAIN_KEYS = {
     "lr": Rule("number", positive),
     "momentum": Rule("number", in_range(0, 1, hi_open=True)),
     "weight_decay": Rule("number", at_least(0)),
+    # bfloat16 autocast in forward passes (comet_cl.precision); off unless set
+    "amp": Rule("bool"),
 }
 EVAL_KEYS = {
     "beta": Rule("int", positive),
@@ -224,7 +226,7 @@ SUITE_KEYS = {
     "streams": Rule("list", each(lambda v: None)),
     "strategies": Rule("list", each(lambda v: None)),
     "model": Rule("table"), "train": Rule("table"), "eval": Rule("table"),
-    "sweep": Rule("table"), "published": Rule("table"),
+    "sweep": Rule("table"), "published": Rule("table"), "executor": Rule("table"),
 }
 SWEEP_KEYS = {
     "seeds": Rule("int list", each(at_least(0))),
@@ -235,6 +237,13 @@ DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
 PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table")}
 PRESET_KEYS = {"method": Rule("str"), "model": Rule("str"), "params": Rule("table"),
                "train": Rule("table"), "description": Rule("str"), "source": Rule("str")}
+# Per-run resources for cluster executors (comet_cl.executors.ExecutorOptions); the command
+# line overrides each. Not part of a run's config: where a run executes does not change it.
+EXECUTOR_KEYS = {
+    "cpus_per_run": Rule("int", positive), "gpus_per_run": Rule("number", at_least(0)),
+    "max_retries": Rule("int", at_least(0)), "partition": Rule("str"),
+    "time": Rule("int", positive), "array_parallelism": Rule("int", positive),
+}
 
 DEFAULT_TRAIN = {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
                  "momentum": 0.9, "weight_decay": 0.0}
@@ -357,6 +366,7 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     model = {**DEFAULT_MODEL, **check_table(raw.get("model", {}), MODEL_KEYS, path, "model")}
     train = {**DEFAULT_TRAIN, **check_table(raw.get("train", {}), TRAIN_KEYS, path, "train")}
     evaluation = {**DEFAULT_EVAL, **check_table(raw.get("eval", {}), EVAL_KEYS, path, "eval")}
+    executor = dict(check_table(raw.get("executor", {}), EXECUTOR_KEYS, path, "executor"))
     strategies = [_strategy(s, path, i) for i, s in enumerate(raw["strategies"])]
     names = [s["name"] for s in strategies]
     if len(set(names)) != len(names):
@@ -375,6 +385,7 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
         "strategies": strategies,
         "train": train,
         "eval": evaluation,
+        "executor": executor,
         "path": str(path),
         **extra,
     }

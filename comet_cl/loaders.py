@@ -98,13 +98,14 @@ def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
         if len(where) == 0:
             continue
         pos = local[where]
-        images.append(leaf.raw(pos))
+        images.append(leaf.raw(pos, device))  # from the dataset's one copy on the device
         targets.append(leaf.targets[pos])
         ids.append(leaf.ids[pos])
         order[where] = torch.arange(filled, filled + len(where))
         filled += len(where)
     # Back to the dataset's own order, so that unshuffled passes follow it exactly.
-    images, targets, ids = (torch.cat(t)[order].to(device) for t in (images, targets, ids))
+    images = torch.cat(images)[order.to(images[0].device)]
+    targets, ids = (torch.cat(t)[order].to(device) for t in (targets, ids))
     generator = torch.Generator().manual_seed(seed)
     return TensorBatchLoader(images, targets, ids, leaves[0].normalize, batch_size,
                              shuffle=shuffle, generator=generator, n_batches=n_batches)

@@ -37,6 +37,7 @@ from comet_cl import sweep
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.diagnostics import task_overlap_matrix
 from comet_cl.models import VARIANTS, build_model
+from comet_cl.precision import precision_plugins
 from comet_cl.recorder import RunRecorder
 from comet_cl.strategies import (
     Preset,
@@ -338,6 +339,7 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict
         model.load_state_dict(state["model"])
         recorder.load_state_dict(state["recorder"])
     extra = [recorder] + VARIANTS[cfg["model"]["variant"]].plugins()
+    extra += precision_plugins(cfg["train"], dev)
     if on_step is not None:
         extra.append(_StepCallback(on_step))
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
@@ -529,13 +531,23 @@ def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
 
 def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
               device: str = "auto", workers: int = 1, progress: bool = False,
-              presets_dir: Path | None = None, executor=None) -> list[Path]:
+              presets_dir: Path | None = None, executor=None,
+              executor_options: dict | None = None) -> list[Path]:
     """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
     A validation sweep runs first (its tuning runs, then the choice, see comet_cl.sweep).
-    Returns every final run folder of the suite (finished ones included)."""
-    pick_device(device)  # fail now, not in a worker
+    Returns every final run folder of the suite (finished ones included).
+
+    ``executor``: an executor object, or the name of one (``local``, ``ray``, ``slurm``;
+    see ``comet_cl.executors``) configured from the spec's ``[executor]`` table overridden
+    by ``executor_options`` (``ExecutorOptions`` fields; None values are ignored)."""
     suite, out, presets_dir = _load(spec, out, presets_dir)
-    executor = executor or LocalExecutor(workers)
+    if executor is None or isinstance(executor, str):
+        from comet_cl.executors import ExecutorOptions, make_executor
+        options = ExecutorOptions(kind=executor or "local", workers=workers).merged(
+            suite.get("executor"), **(executor_options or {}))
+        executor = make_executor(options)
+    if isinstance(executor, LocalExecutor):
+        pick_device(device)  # fail now, not in a worker (cluster workers check their own)
     tuning = sweep.tuning_suite(suite, strategies)
     chosen = None
     if tuning is not None:
@@ -586,6 +598,10 @@ class _Progress:
     def skipped(self, locked: res.RunLocked) -> None:
         """A run another process holds: said, not counted as done here."""
         self.suite.write(f"skip  {_label(locked.folder):<45} locked by {locked.holder}")
+
+    def failed(self, folder: Path, why: str) -> None:
+        if self.enabled:
+            self.suite.write(f"FAIL  {_label(folder):<45} {why}")
 
     def close(self) -> None:
         self.suite.close()

@@ -94,11 +94,16 @@ class TensorImages(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def raw(self, positions: torch.Tensor) -> torch.Tensor:
-        """uint8 images at ``positions`` (permuted if this is a permuted experience)."""
-        x = self.images[self.index[positions]]
+    def raw(self, positions: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """uint8 images at ``positions`` (permuted if this is a permuted experience), gathered
+        on ``device`` (default: where the dataset lives) from the dataset's copy there."""
+        rows = self.index[positions]
+        if device is None:
+            x = self.images[rows]
+        else:  # only the row numbers cross to the device, not the pixels
+            x = on_device(self.images, device)[rows.to(device)]
         if self.perm is not None:
-            x = x.flatten(1)[:, self.perm].view_as(x)
+            x = x.flatten(1)[:, self.perm.to(x.device)].view_as(x)
         return x
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +126,24 @@ class TensorImages(Dataset):
         if self.key is None:
             return super().__reduce__()
         return _rebuild_experience, self.key
+
+
+# (id of a dataset's tensor, device) -> (that tensor, its copy on the device). comet_cl.data
+# memoises each dataset, so this holds one copy per dataset and device: a run's data crosses
+# to the GPU once, not once per experience and evaluation. Keeping the tensor itself in the
+# entry keeps its id from being reused by another tensor.
+_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def on_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``: itself when it is already there, else one cached copy."""
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    key = (id(t), str(device))
+    if key not in _DEVICE_COPIES:
+        _DEVICE_COPIES[key] = (t, t.to(device))
+    return _DEVICE_COPIES[key][1]
 
 
 def _rebuild_experience(spec: StreamSpec, split: str, experience: int) -> TensorImages:

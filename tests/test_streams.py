@@ -153,3 +153,23 @@ def test_unknown_stream_suggests_the_closest_name():
 def test_every_stream_name_has_a_dataset_and_a_default_length():
     assert STREAMS["split-cifar100"].n_experiences == 10
     assert StreamSpec("permuted-mnist").experiences == 10
+
+
+def test_loader_on_a_device_gathers_from_one_cached_copy_of_the_dataset(device):
+    """Permuted MNIST on ``device``: batches equal the CPU ones, and every experience's loader
+    gathers from the same single copy of the dataset there."""
+    from comet_cl.streams import on_device
+    bench = make_stream("permuted-mnist", n_experiences=3, max_per_experience=CAP)
+    for exp in bench.train_stream:
+        here = tensor_batches(exp.dataset, 64, shuffle=True, seed=5)
+        there = tensor_batches(exp.dataset, 64, shuffle=True, seed=5, device=device)
+        assert there.images.device.type == device
+        for a, b in zip(here, there):
+            assert all(torch.equal(u, v.cpu()) for u, v in zip(a, b))
+    leaves = {id(exp.dataset._flat_data._datasets[0].images) for exp in bench.train_stream}
+    assert len(leaves) == 1  # every experience is a view onto one tensor ...
+    images = bench.train_stream[0].dataset._flat_data._datasets[0].images
+    copy = on_device(images, "meta")  # ... copied once per device ("meta": no data, any host)
+    assert copy is on_device(images, "meta") and copy is not images
+    assert copy.shape == images.shape and copy.device.type == "meta"
+    assert on_device(images, "cpu") is images
