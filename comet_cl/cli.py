@@ -52,20 +52,21 @@ def _print_table(runs: list[Path]) -> None:
     """ACC and forgetting per stream x strategy, mean over the seeds that finished."""
     import numpy as np
 
-    from comet_cl.results import iter_runs
+    from comet_cl.contract import read_run
+    from comet_cl.results import suite_folder
     if not runs:
         return
-    wanted, by_key = set(runs), {}
-    for record in iter_runs(runs[0].parents[3]):
-        if record.path in wanted and record.finished:
-            key = (record.config["stream"]["name"], record.config["strategy"]["name"])
-            by_key.setdefault(key, []).append(record.summary["metrics"])
+    by_key = {}
+    for run in map(read_run, runs):
+        if run.finished:
+            key = (run.config.stream_name, run.config.strategy_name)
+            by_key.setdefault(key, []).append(run.summary.metrics)
     print(f"\n{'stream':<22}{'strategy':<16}{'seeds':>6}{'ACC':>8}{'forgetting':>12}")
     for (stream, strategy), ms in sorted(by_key.items()):
         acc = np.mean([m["acc"] for m in ms])
-        fgt = np.mean([m["forgetting"] if m["forgetting"] is not None else np.nan for m in ms])
+        fgt = np.mean([m.get("forgetting") if m.get("forgetting") is not None else np.nan for m in ms])
         print(f"{stream:<22}{strategy:<16}{len(ms):>6}{acc:>8.3f}{fgt:>12.3f}")
-    print(f"\nresults: {runs[0].parents[3]}")
+    print(f"\nresults: {suite_folder(runs[0])}")
 
 
 def _run_one(args) -> int:
