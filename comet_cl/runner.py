@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.core import SupervisedPlugin
 
 import comet_cl

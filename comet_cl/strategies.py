@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.training.plugins import (
     EvaluationPlugin,
     EWCPlugin,
