@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from comet_cl.config import ConfigError
+from comet_cl.loggers import LOGGERS
 
 
 def _run(args) -> int:
@@ -28,7 +29,7 @@ def _run(args) -> int:
         return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
                      seeds=_seeds(args.seeds), data_root=args.data_root, device=args.device, workers=args.workers,
-                     progress=not args.quiet)
+                     progress=not args.quiet, log=args.log or ())
     _print_table(runs)
     return 0
 
@@ -78,7 +79,8 @@ def _run_one(args) -> int:
                           f"'comet-cl run SPEC --plan-only' writes them)")
     from comet_cl.runner import execute_run
     try:
-        m = execute_run(args.run_dir, data_root=args.data_root, device=args.device)["metrics"]
+        m = execute_run(args.run_dir, data_root=args.data_root, device=args.device,
+                        log=args.log or ())["metrics"]
     except RunLocked as e:
         print(e)
         return 0
@@ -187,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
                      help="write every run's folder and config, print the unfinished ones "
                           "and stop (then run each with 'comet-cl run-one', e.g. as a "
                           "cluster job array)")
+    run.add_argument("--log", nargs="+", metavar="NAME", choices=LOGGERS,
+                     help="also log training loss and accuracy with Avalanche's loggers, into "
+                          "each run's folder (tensorboard, csv) or to W&B (wandb extra)")
     run.set_defaults(fn=_run)
 
     one = sub.add_parser("run-one", help="run (or resume) one planned run folder; "
@@ -195,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     one.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                      help="where to train (default: auto)")
+    one.add_argument("--log", nargs="+", metavar="NAME", choices=LOGGERS,
+                     help="Avalanche loggers, as for 'run'")
     one.set_defaults(fn=_run_one)
 
     rep = sub.add_parser("report", help="make a PDF report (plus CSV tables) from results")

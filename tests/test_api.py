@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_data
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -58,11 +60,7 @@ def test_load_results_gives_a_frame_of_recomputed_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path):
-    from comet_cl import data
-    try:
-        data.find("mnist", DATA if DATA.is_dir() else None)
-    except data.DataError as e:
-        pytest.skip(f"needs MNIST: {e}")
+    require_data("mnist")
     example = _readme_blocks("Use from Python")[0]
     run = _python(example, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

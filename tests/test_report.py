@@ -112,6 +112,18 @@ def test_pdf_has_every_section_and_the_definitions(report):
 
 
 @pytest.mark.slow
+def test_a_routed_run_stores_the_measured_chance_level_and_the_report_shows_it(tiny_results, report):
+    summary = json.loads((_run_dir(tiny_results, "comet", 0) / "summary.json").read_text())
+    assert summary["schema_version"] == 2
+    chance = summary["overlap"]["chance"]
+    assert len(chance) == len(summary["overlap"]["layers"]) == 2
+    assert 0.4 < chance[0] < 0.6  # first layer: a random projection of unrelated inputs ~ p_k
+    assert all(0 < c <= 1 for c in chance)
+    text = _text(report.pdf)
+    assert f"chance (measured) {chance[0]:.2f}" in text and "mask overlap between tasks (comet)" in text
+
+
+@pytest.mark.slow
 def test_csvs_are_written_beside_the_pdf(report):
     names = {p.name for p in report.csvs}
     assert names == {"report-runs.csv", "report-summary.csv", "report-missing.csv", f"report-{STREAM}.csv"}
