@@ -85,7 +85,7 @@ def _page(title: str, caption: str | None = None) -> Figure:
     fig = Figure(figsize=PAGE)
     fig.suptitle(title, x=0.03, y=0.975, ha="left", fontweight="bold")
     if caption:
-        fig.text(0.03, 0.94, textwrap.fill(caption, 200), fontsize=8.5, va="top")
+        fig.text(0.03, 0.94, textwrap.fill(caption, 175), fontsize=8.5, va="top")
     return fig
 
 
@@ -151,7 +151,7 @@ def _legend(fig: Figure, axes: Sequence, left: float) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(left, TOP),
+        fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(left, TOP - 0.04),
                    ncols=1 if len(handles) <= 24 else 2, frameon=False, fontsize=8,
                    title="strategy (finished seeds)", title_fontsize=8, alignment="left")
 
@@ -192,12 +192,12 @@ def curves_page(title: str, seen: pd.DataFrame, curves: pd.DataFrame, cells: pd.
     fig = _page(title, "Lines: mean over seeds; bands and error bars: 95% CI (Student t); "
                        "dots: single seeds; n: finished seeds. Line plots: the y axis spans the data.")
     grid = fig.add_gridspec(2, 2, left=0.06, right=0.78, top=TOP - 0.02, bottom=BOTTOM + 0.07,
-                            wspace=0.22, hspace=0.42)
+                            wspace=0.22, hspace=0.58)
     acc_ax, lca_ax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     fgt_ax, fwt_ax = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
     figures.accuracy_over_stream(acc_ax, seen, style)
     figures.learning_curves(lca_ax, curves, style, beta)
-    _legend(fig, (acc_ax, lca_ax), 0.80)
+    _legend(fig, (acc_ax, lca_ax), 0.805)
     figures.metric_bars(fgt_ax, agg_stream, raw_stream, COLUMN["forgetting"], style,
                         "Forgetting (lower is better)")
     fwt_title = "Forward transfer (higher is better)"
