@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from comet_cl.config import ConfigError
+from comet_cl.loggers import LOGGERS
 
 
 def _run(args) -> int:
@@ -28,7 +29,7 @@ def _run(args) -> int:
         return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
                      seeds=_seeds(args.seeds), data_root=args.data_root, device=args.device, workers=args.workers,
-                     progress=not args.quiet, executor=args.executor,
+                     progress=not args.quiet, executor=args.executor, log=args.log or (),
                      executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS})
     _print_table(runs)
     return 0
@@ -58,20 +59,21 @@ def _print_table(runs: list[Path]) -> None:
     """ACC and forgetting per stream x strategy, mean over the seeds that finished."""
     import numpy as np
 
-    from comet_cl.results import iter_runs
+    from comet_cl.contract import read_run
+    from comet_cl.results import suite_folder
     if not runs:
         return
-    wanted, by_key = set(runs), {}
-    for record in iter_runs(runs[0].parents[3]):
-        if record.path in wanted and record.finished:
-            key = (record.config["stream"]["name"], record.config["strategy"]["name"])
-            by_key.setdefault(key, []).append(record.summary["metrics"])
+    by_key = {}
+    for run in map(read_run, runs):
+        if run.finished:
+            key = (run.config.stream_name, run.config.strategy_name)
+            by_key.setdefault(key, []).append(run.summary.metrics)
     print(f"\n{'stream':<22}{'strategy':<16}{'seeds':>6}{'ACC':>8}{'forgetting':>12}")
     for (stream, strategy), ms in sorted(by_key.items()):
         acc = np.mean([m["acc"] for m in ms])
-        fgt = np.mean([m["forgetting"] if m["forgetting"] is not None else np.nan for m in ms])
+        fgt = np.mean([m.get("forgetting") if m.get("forgetting") is not None else np.nan for m in ms])
         print(f"{stream:<22}{strategy:<16}{len(ms):>6}{acc:>8.3f}{fgt:>12.3f}")
-    print(f"\nresults: {runs[0].parents[3]}")
+    print(f"\nresults: {suite_folder(runs[0])}")
 
 
 def _run_one(args) -> int:
@@ -83,7 +85,8 @@ def _run_one(args) -> int:
                           f"'comet-cl run SPEC --plan-only' writes them)")
     from comet_cl.runner import execute_run
     try:
-        m = execute_run(args.run_dir, data_root=args.data_root, device=args.device)["metrics"]
+        m = execute_run(args.run_dir, data_root=args.data_root, device=args.device,
+                        log=args.log or ())["metrics"]
     except RunLocked as e:
         print(e)
         return 0
@@ -209,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
                      help="write every run's folder and config, print the unfinished ones "
                           "and stop (then run each with 'comet-cl run-one', e.g. as a "
                           "cluster job array)")
+    run.add_argument("--log", nargs="+", metavar="NAME", choices=LOGGERS,
+                     help="also log training loss and accuracy with Avalanche's loggers, into "
+                          "each run's folder (tensorboard, csv) or to W&B (wandb extra)")
     run.set_defaults(fn=_run)
 
     one = sub.add_parser("run-one", help="run (or resume) one planned run folder; "
@@ -217,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     one.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                      help="where to train (default: auto)")
+    one.add_argument("--log", nargs="+", metavar="NAME", choices=LOGGERS,
+                     help="Avalanche loggers, as for 'run'")
     one.set_defaults(fn=_run_one)
 
     rep = sub.add_parser("report", help="make a PDF report (plus CSV tables) from results")

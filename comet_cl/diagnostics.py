@@ -80,3 +80,21 @@ def dead_units(model: nn.Module, x: Tensor, ids: Tensor | None = None,
                batch_size: int = 1024) -> list[int]:
     """Per layer, the number of units active for no input of x."""
     return [int((u == 0).sum()) for u in _usage(model, x, ids, batch_size)]
+
+
+def chance_overlap(model: nn.Module, x: Tensor, *, seed: int = 0,
+                   batch_size: int = 1024) -> list[float]:
+    """Per layer, the mean mask overlap of UNRELATED inputs: each input of x with its values
+    (pixels, and channels) shuffled by its own random permutation, so inputs keep their
+    intensity statistics but share no structure. This, not p_k, is the level a task-overlap
+    matrix must be read against: the router's deeper layers see non-negative inputs, so even
+    unrelated inputs share more than a p_k fraction of their units there.
+
+    Mean over all pairs (self-pairs included, as in ``task_overlap_matrix``): sum_u mu[u]^2 / k
+    with mu the usage of each unit over the shuffled set."""
+    g = torch.Generator().manual_seed(seed)
+    flat = x.reshape(len(x), -1)
+    order = torch.argsort(torch.rand(flat.shape, generator=g), dim=1).to(flat.device)
+    shuffled = torch.gather(flat, 1, order).reshape(x.shape)
+    usage = _usage(model, shuffled, None, batch_size)
+    return [float((u * u).sum() / u.sum()) for u in usage]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import torch
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.core import SupervisedPlugin
 
 from comet_cl.diagnostics import eval_mode

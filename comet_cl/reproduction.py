@@ -49,12 +49,10 @@ class Row:
 
 
 def mean_ci(values) -> tuple[float, float | None]:
-    """Mean and the half-width of the 95% t-interval (None for fewer than 2 values)."""
-    from scipy import stats
-    a = np.asarray(values, dtype=float)
-    if len(a) < 2:
-        return float(a.mean()), None
-    return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    """Mean and half-width of the 95% t-interval (None below 2 values): the report's own."""
+    from comet_cl.report.tables import mean_ci as report_mean_ci
+    mean, half, n = report_mean_ci(values)
+    return float(mean), (None if n < 2 else float(half))
 
 
 def table(folders: list[Path]) -> list[Row]:

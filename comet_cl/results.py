@@ -225,6 +225,16 @@ def run_dir(out: Path, stream: str, strategy: str, seed: int) -> Path:
     return Path(out) / "runs" / stream / strategy / f"seed-{seed}"
 
 
+def suite_folder(run: Path) -> Path:
+    """The results folder (``OUT``) holding the run folder ``run``: the inverse of ``run_dir``."""
+    return Path(run).parents[3]
+
+
+def run_folders(out: Path) -> list[Path]:
+    """Every run folder under ``out`` that holds a config (finished or not), sorted."""
+    return [cfg.parent for cfg in sorted(Path(out).glob(f"runs/*/*/seed-*/{CONFIG_FILE}"))]
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One run folder as found on disk: its config, and its summary when it finished."""
@@ -240,8 +250,7 @@ class RunRecord:
 
 def iter_runs(out: Path) -> Iterator[RunRecord]:
     """Every run folder under ``out`` (finished or not), in a stable order."""
-    out = Path(out)
-    for cfg in sorted(out.glob(f"runs/*/*/seed-*/{CONFIG_FILE}")):
-        summary_path = cfg.parent / SUMMARY_FILE
+    for folder in run_folders(out):
+        summary_path = folder / SUMMARY_FILE
         summary = read_json(summary_path) if summary_path.exists() else None
-        yield RunRecord(cfg.parent, read_json(cfg), summary)
+        yield RunRecord(folder, read_json(folder / CONFIG_FILE), summary)

@@ -28,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.core import SupervisedPlugin
 
 import comet_cl
-from comet_cl import metrics
+from comet_cl import loggers, metrics
 from comet_cl import results as res
 from comet_cl import sweep
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
-from comet_cl.diagnostics import task_overlap_matrix
+from comet_cl.contract import Overlap, RunSummary
+from comet_cl.diagnostics import chance_overlap, task_overlap_matrix
 from comet_cl.models import VARIANTS, build_model
 from comet_cl.precision import precision_plugins
 from comet_cl.recorder import RunRecorder
@@ -244,9 +246,9 @@ def _order(cfg: dict):
     return tuple(order) if isinstance(order, list) else order
 
 
-def _overlap(cfg: dict, model, bench, recorder: RunRecorder, device) -> dict | None:
+def _overlap(cfg: dict, model, bench, recorder: RunRecorder, device) -> Overlap | None:
     """Routed variants (COMET) only: the task x task mask-overlap matrix per layer, on the
-    curve subsets."""
+    curve subsets, and the overlap of unrelated inputs (the measured chance level) per layer."""
     if not VARIANTS[cfg["model"]["variant"]].routed:
         return None
     xs, ids = [], []
@@ -255,25 +257,15 @@ def _overlap(cfg: dict, model, bench, recorder: RunRecorder, device) -> dict | N
         xs.append(loader.normalize(loader.images))
         ids.append(loader.ids)
     matrices = task_overlap_matrix(model, xs, ids)
-    return {"layers": [f"hidden{i + 1}" for i in range(len(matrices))], "p_k": model.p_k,
-            "matrices": matrices.tolist()}
-
-
-def _jsonable(x):
-    """NaN -> None, so summary.json is strict JSON."""
-    if isinstance(x, float) and x != x:
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
+    return Overlap(tuple(f"hidden{i + 1}" for i in range(len(matrices))), model.p_k,
+                   matrices.tolist(), tuple(chance_overlap(model, torch.cat(xs))))
 
 
 def execute_run(folder: Path, *, data_root=None, device: str = "auto",
-                on_start=None, on_step=None) -> dict:
+                on_start=None, on_step=None, log=()) -> dict:
     """Run (or resume, or skip) the run in ``folder``; return its summary.
-    ``on_start(total_minibatches)`` and ``on_step(1)`` feed a progress display.
+    ``on_start(total_minibatches)`` and ``on_step(1)`` feed a progress display; ``log``:
+    Avalanche loggers to watch training with (``comet_cl.loggers``; no effect on results).
 
     Every executor gets, from here: one process per folder at a time (the run's lock, see
     ``results.RunLock``): a run another live process holds raises :class:`results.RunLocked`,
@@ -293,7 +285,7 @@ def execute_run(folder: Path, *, data_root=None, device: str = "auto",
             _finish(folder, summary)
             return summary
         return _execute(folder, data_root=data_root, device=device, on_start=on_start,
-                        on_step=on_step)
+                        on_step=on_step, log=log)
 
 
 def _leftovers(folder: Path) -> bool:
@@ -320,7 +312,7 @@ def _log_missing_experiences(folder: Path, R: list, train_time: list) -> None:
                                       "recovered": True})
 
 
-def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict:
+def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=()) -> dict:
     """The run itself, under its lock (see execute_run)."""
     cfg = res.read_json(folder / res.CONFIG_FILE)
     dev = pick_device(device)
@@ -343,7 +335,8 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict
     if on_step is not None:
         extra.append(_StepCallback(on_step))
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
-                              device=dev, seed=cfg["seed"], plugins=plugins + extra)
+                              device=dev, seed=cfg["seed"], plugins=plugins + extra,
+                              evaluator=loggers.evaluator(log, folder))
     if state is None:
         R0, R, done = recorder.evaluate(strategy), [], 0
         res.append_event(folder, {"event": "started", "time": _now(), "device": str(dev)})
@@ -365,8 +358,9 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step) -> dict
         res.append_event(folder, {"event": "experience", "time": _now(), "experience": i,
                                   "accuracy": R[-1], "train_seconds": recorder.train_time[-1]})
 
-    summary = _summary(cfg, model, bench, recorder, R0, R, joint, dev)
-    res.atomic_write_json(folder / res.SUMMARY_FILE, summary)
+    record = _summary(cfg, model, bench, recorder, R0, R, joint, dev)
+    record.write(folder / res.SUMMARY_FILE)
+    summary = record.to_dict()
     _finish(folder, summary)
     return summary
 
@@ -391,20 +385,17 @@ def _planned_steps(train: dict, train_stream, done: int) -> int:
     return train["epochs"] * sum(-(-len(e.dataset) // batch) for e in left)
 
 
-def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> dict:
+def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> RunSummary:
     beta = cfg["eval"]["beta"]
     if joint:  # one row, after training on everything: only ACC is defined
         m = {**dict.fromkeys(metrics.summarize([[0.0]]), float("nan")), "acc": metrics.acc(R)}
     else:
         m = metrics.summarize(R, R0, recorder.curves, beta)
-    return _jsonable({
-        "status": "finished", "joint": joint, "R": R, "R0": R0,
-        "curves": [[list(p) for p in c] for c in recorder.curves],
-        "wall_time": recorder.train_time,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "overlap": _overlap(cfg, model, bench, recorder, dev),
-        "metrics": m, "finished_at": _now(), **_environment(dev),
-    })
+    return RunSummary(joint=joint, R=R, R0=R0, curves=[[list(p) for p in c] for c in recorder.curves],
+                      wall_time=recorder.train_time,
+                      n_params=sum(p.numel() for p in model.parameters()),
+                      overlap=_overlap(cfg, model, bench, recorder, dev), metrics=m,
+                      finished_at=_now(), **_environment(dev))
 
 
 def _save_checkpoint(folder, strategy, plugins, recorder, R0, R, done) -> None:
@@ -449,8 +440,9 @@ class LocalExecutor:
     every folder (a job array) and can share this one's contract.
     """
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, log=()):
         self.workers = max(1, workers)
+        self.log = loggers.check(log)
 
     def run(self, folders: list[Path], *, data_root, device: str, progress: "_Progress") -> None:
         if self.workers == 1:
@@ -458,7 +450,8 @@ class LocalExecutor:
                 try:
                     with progress.run(folder) as bar:
                         summary = execute_run(folder, data_root=data_root, device=device,
-                                              on_start=bar.reset, on_step=bar.update)
+                                              on_start=bar.reset, on_step=bar.update,
+                                              log=self.log)
                 except res.RunLocked as e:
                     progress.skipped(e)
                     continue
@@ -471,7 +464,7 @@ class LocalExecutor:
             # stops them (below); each run resumes from its last checkpoint next time.
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                futures = {pool.submit(_worker, f, data_root, device, threads): f
+                futures = {pool.submit(_worker, f, data_root, device, threads, self.log): f
                            for f in folders}
             finally:
                 signal.signal(signal.SIGINT, previous)
@@ -488,9 +481,9 @@ class LocalExecutor:
         pool.shutdown()
 
 
-def _worker(folder: Path, data_root, device: str, threads: int) -> dict:
+def _worker(folder: Path, data_root, device: str, threads: int, log=()) -> dict:
     torch.set_num_threads(threads)
-    return execute_run(folder, data_root=data_root, device=device)["metrics"]
+    return execute_run(folder, data_root=data_root, device=device, log=log)["metrics"]
 
 
 def _load(spec, out, presets_dir) -> tuple[dict, Path, Path | None]:
@@ -532,8 +525,9 @@ def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
 def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
               device: str = "auto", workers: int = 1, progress: bool = False,
               presets_dir: Path | None = None, executor=None,
-              executor_options: dict | None = None) -> list[Path]:
+              executor_options: dict | None = None, log=()) -> list[Path]:
     """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
+    ``log``: Avalanche loggers for the local executor (tensorboard, csv, wandb).
     A validation sweep runs first (its tuning runs, then the choice, see comet_cl.sweep).
     Returns every final run folder of the suite (finished ones included).
 
@@ -545,7 +539,8 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
         from comet_cl.executors import ExecutorOptions, make_executor
         options = ExecutorOptions(kind=executor or "local", workers=workers).merged(
             suite.get("executor"), **(executor_options or {}))
-        executor = make_executor(options)
+        executor = LocalExecutor(options.workers, log) if options.kind == "local" \
+            else make_executor(options)
     if isinstance(executor, LocalExecutor):
         pick_device(device)  # fail now, not in a worker (cluster workers check their own)
     tuning = sweep.tuning_suite(suite, strategies)

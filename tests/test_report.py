@@ -112,6 +112,18 @@ def test_pdf_has_every_section_and_the_definitions(report):
 
 
 @pytest.mark.slow
+def test_a_routed_run_stores_the_measured_chance_level_and_the_report_shows_it(tiny_results, report):
+    summary = json.loads((_run_dir(tiny_results, "comet", 0) / "summary.json").read_text())
+    assert summary["schema_version"] == 2
+    chance = summary["overlap"]["chance"]
+    assert len(chance) == len(summary["overlap"]["layers"]) == 2
+    assert 0.4 < chance[0] < 0.6  # first layer: a random projection of unrelated inputs ~ p_k
+    assert all(0 < c <= 1 for c in chance)
+    text = _text(report.pdf)
+    assert f"chance (measured) {chance[0]:.2f}" in text and "mask overlap between tasks (comet)" in text
+
+
+@pytest.mark.slow
 def test_csvs_are_written_beside_the_pdf(report):
     names = {p.name for p in report.csvs}
     assert names == {"report-runs.csv", "report-summary.csv", "report-missing.csv", f"report-{STREAM}.csv"}
@@ -225,3 +237,78 @@ def test_missing_and_unfinished_runs_are_reported_not_dropped(tiny_results, tmp_
     text = _text(result.pdf)
     assert "unfinished (no summary.json" in text and "not started (no run folder)" in text
     assert "1/2" in _stream_table_text(result.pdf)
+
+
+# ---- older results, the validation sweep, the marks and the layout (no training needed) ----
+
+V1 = Path(__file__).parent / "fixtures" / "results-v1"
+
+
+def test_results_written_before_the_versioned_contract_still_report(tmp_path):
+    result = build_report([V1], tmp_path / "report.pdf")
+    table = pd.read_csv(result.pdf.with_name("report-split-mnist.csv")).set_index("strategy")
+    summary = json.loads((V1 / "runs/split-mnist/comet/seed-0/summary.json").read_text())
+    assert table.loc["comet", "acc_mean"] == pytest.approx(metrics.acc(summary["R"]), abs=1e-12)
+    text = _text(result.pdf)
+    assert "Chance level not measured" in text and "Summary schema" in text
+
+
+def test_a_summary_lacking_a_metric_added_later_is_recomputed_not_refused(tmp_path):
+    results = _copy(V1, tmp_path / "results")
+    path = results / "runs/split-mnist/naive/seed-0/summary.json"
+    s = json.loads(path.read_text())
+    del s["metrics"]["steps_to_threshold"], s["metrics"]["lca"]
+    path.write_text(json.dumps(s))
+    result = build_report([results], tmp_path / "report.pdf")
+    runs = pd.read_csv(result.pdf.with_name("report-runs.csv")).set_index("strategy")
+    assert runs.loc["naive", "steps_to_threshold"] == pytest.approx(
+        metrics.steps_to_threshold(s["curves"], s["R"]), abs=1e-12)
+
+
+def test_a_validation_sweep_gets_its_page_and_csv(tmp_path):
+    results = _copy(V1, tmp_path / "results")
+    shutil.copy(Path(__file__).parent / "fixtures" / "sweep.json", results / "sweep.json")
+    result = build_report([results], tmp_path / "report.pdf")
+    sweep = pd.read_csv(result.pdf.with_name("report-sweep.csv"))
+    assert len(sweep) == 7 and sweep.chosen.sum() == 2
+    assert set(sweep[sweep.chosen].point) == {"lr=0.01", "lr=0.1, p_k=0.1"}
+    page = PdfReader(result.pdf).pages[_page_with(result.pdf, "selection rule")].extract_text()
+    assert "lr=0.1, p_k=0.1" in page and "26.0 \u00b1" in page and "highest mean validation" in page
+
+
+def _agg(rows: list[tuple[str, list[float]]]) -> pd.DataFrame:
+    from comet_cl.report.tables import aggregate
+    raw = pd.DataFrame([{"group": "g", "stream": "s", "strategy": name, "seed": i, "joint": False,
+                         "acc": v, **dict.fromkeys(["bwt", "forgetting", "fwt", "lca",
+                                                    "steps_to_threshold", "intransigence",
+                                                    "wall_time", "n_params"], 1.0)}
+                        for name, vs in rows for i, v in enumerate(vs)])
+    plan = raw[["group", "stream", "strategy", "seed"]]
+    return aggregate(raw, plan).set_index("strategy")
+
+
+def test_the_best_mark_needs_two_seeds_and_separated_intervals():
+    clear = _agg([("a", [0.90, 0.91, 0.92]), ("b", [0.50, 0.51, 0.52])])
+    assert clear.acc_best.tolist() == [True, False]
+    overlapping = _agg([("a", [0.90, 0.80, 0.95]), ("b", [0.85, 0.86, 0.84])])
+    assert not overlapping.acc_best.any()
+    one_seed = _agg([("a", [0.99]), ("b", [0.50, 0.51])])
+    assert not one_seed.acc_best.any()
+    assert not clear.wall_time_best.any()  # ties are never a best value
+
+
+def test_table_notes_end_above_the_footer_however_many_rows():
+    from comet_cl.report.pdf import BOTTOM, TOP, ROW_HEIGHT, _notes_height, rows_per_page
+    from comet_cl.report.tables import COLUMNS, stream_notes
+    notes = stream_notes(COLUMNS)
+    n = rows_per_page(notes)
+    assert n >= 11  # a ten-strategy suite fits on one page
+    assert TOP - ROW_HEIGHT * (n + 2) - 0.03 - _notes_height(notes) >= BOTTOM
+
+
+def test_every_strategy_gets_its_own_style_past_ten():
+    from comet_cl.report.figures import styles
+    for n in (3, 10, 11, 20, 30):
+        drawn = styles([f"s{i}" for i in range(n)]).values()
+        assert len({(s.color, s.marker, s.linestyle) for s in drawn}) == n
+        assert len({s.color for s in drawn}) == min(n, 20) or n > 20

@@ -4,6 +4,7 @@ the SMoE balance loss, COMET's masks computed ahead of an experience.
 Its own module because importing Avalanche takes seconds: `comet_cl.models` loads it lazily.
 """
 
+import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.core import SupervisedPlugin
 
 
