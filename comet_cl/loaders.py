@@ -61,7 +61,7 @@ class TensorBatchLoader:
             left -= per_pass
 
 
-def _leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Tensor] | None:
+def leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Tensor] | None:
     """(leaves, leaf of each sample, position of each sample inside its leaf), or None."""
     flat = getattr(dataset, "_flat_data", None)
     if flat is None or not flat._datasets:
@@ -86,7 +86,7 @@ def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
     """A TensorBatchLoader over ``dataset``, its tensors already on ``device``; None when the
     dataset is not made of TensorImages views. ``n_batches``: a fixed number of minibatches
     per pass over the loader (see TensorBatchLoader)."""
-    resolved = _leaf_positions(dataset)
+    resolved = leaf_positions(dataset)
     if resolved is None:
         return None
     leaves, leaf_of, local = resolved
