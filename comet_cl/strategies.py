@@ -2,8 +2,8 @@
 method and a model variant.
 
 A strategy is a *method* (how training is protected against forgetting: comet_cl.methods'
-EWC, SI and LwF, which follow van de Ven & Tolias 2019's code, Avalanche's replay, or joint
-training) applied to a *model variant* (dense,
+EWC, SI and LwF, which follow van de Ven & Tolias 2019's code, replay, DER++ and A-GEM on the
+tensor path, or joint training) applied to a *model variant* (dense,
 COMET, SMoE, ...). So ``comet`` is ``naive`` on a COMET model and ``comet-ewc`` is ``ewc`` on a
 COMET model: adding a strategy is dropping a TOML file, adding a method is one entry in
 ``METHODS``.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
 
@@ -39,26 +39,12 @@ from comet_cl.config import (  # noqa: F401  (preset files are found and read by
     read_preset,
 )
 from comet_cl.loaders import tensor_batches
-from comet_cl.methods import EWC, SI, LwF, classes_seen, restrict_to
+from comet_cl.methods import (EWC, SI, AGEMPlugin, DERPlugin, LwF, ReplayPlugin, classes_seen,
+                              restrict_to)
 
 # The suite records its own metrics (comet_cl.recorder): Avalanche's evaluator runs without
 # loggers on purpose.
 warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanche")
-
-
-
-class _Replay(ReplayPlugin):
-    """Avalanche's ReplayPlugin, updating its buffer through the buffer's current API
-    (``post_adapt``): the deprecated ``update`` it calls re-arms its own warning every time."""
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.storage_policy.post_adapt(strategy, strategy.experience)
-
-
-def _replay(mem_size: int = 500) -> ReplayPlugin:
-    """Experience replay: an experience-balanced buffer of ``mem_size`` samples, each
-    minibatch joined by one of the same size drawn from the buffer."""
-    return _Replay(mem_size=mem_size)
 
 
 @dataclass(frozen=True)
@@ -104,7 +90,9 @@ METHODS: dict[str, Method] = {
     "ewc": Method(EWC),
     "si": Method(SI),
     "lwf": Method(LwF),
-    "replay": Method(_replay),
+    "replay": Method(ReplayPlugin),
+    "derpp": Method(DERPlugin),
+    "agem": Method(AGEMPlugin),
 }
 
 
