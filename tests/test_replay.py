@@ -30,12 +30,12 @@ def split_mnist(cap=400, n=5):
     return bench.train_stream[:n], bench.test_stream[:n]
 
 
-def strategy(plugins, seed=0):
+def strategy(plugins, seed=0, device="cpu", variant="dense"):
     torch.manual_seed(seed)
-    net = build_model("mlp", "dense", in_shape=(1, 28, 28), n_classes=10, widths=[64])
-    s = Strategy(model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.05),
+    net = build_model("mlp", variant, in_shape=(1, 28, 28), n_classes=10, widths=[64])
+    s = Strategy(model=net.to(device), optimizer=torch.optim.SGD(net.parameters(), lr=0.05),
                  criterion=torch.nn.CrossEntropyLoss(), train_mb_size=32, eval_mb_size=500,
-                 plugins=plugins, evaluator=EvaluationPlugin(loggers=[]))
+                 plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), device=device)
     s.shuffle_seed = seed
     return s
 
@@ -243,6 +243,19 @@ def test_agem_projected_gradient_never_points_against_the_memory_gradient():
     assert projected > 0
     first_steps = -(-len(train[0].dataset) // 32)
     assert [ref is None for _, ref, _ in final.seen].count(True) == first_steps
+
+
+@pytest.mark.parametrize("make", [ReplayPlugin, DERPlugin, AGEMPlugin])
+def test_each_method_trains_a_comet_model_on_every_device(make, device):
+    train, test = split_mnist(cap=300, n=2)
+    plugin = make(mem_size=100)
+    seen_ids = Spy("before_forward", lambda s: s.mbatch[2].device.type)
+    s = strategy([plugin, seen_ids], device=device, variant="comet")
+    for exp in train:
+        s.train(exp)
+    assert set(seen_ids.seen) == {torch.device(device).type}  # memory joined on the device
+    last = tensor_batches(test[1].dataset, 500, shuffle=False, device=device)
+    assert accuracy(s.model, last) > 0.5  # it learned on the device (chance: 0.1)
 
 
 # ---- resume -----------------------------------------------------------------------------------
