@@ -184,8 +184,9 @@ def test_derpp_stores_the_models_logits_and_keeps_them_for_later_experiences():
     assert all(torch.equal(stored[k], after_first[ids[k].item()]) for k in kept)
 
 
-def test_derpp_loss_is_ce_plus_alpha_mse_plus_beta_ce_on_the_memory():
-    train, test = split_mnist(cap=300, n=2)
+@pytest.mark.parametrize("logits", ["all", "seen"])
+def test_derpp_loss_is_ce_plus_alpha_mse_plus_beta_ce_on_the_memory(logits):
+    train, _ = split_mnist(cap=300, n=2)  # classes 0 1, then 2 3
     alpha, beta = 0.3, 0.7
     der = DERPlugin(mem_size=100, alpha=alpha, beta=beta)
     n_current = Spy("before_training_iteration", lambda s: len(s.mb_y))
@@ -195,16 +196,19 @@ def test_derpp_loss_is_ce_plus_alpha_mse_plus_beta_ce_on_the_memory():
         x, y, ids, _ = joined.seen[-1]
         n = n_current.seen[-1]
         out = s.model(x, ids=ids)  # the parameters are those of this step's forward
+        # "seen": cross-entropies over the units of the classes trained so far only.
+        ce_out = out[:, :2 * (s.clock.train_exp_counter + 1)] if logits == "seen" else out
         if n == len(y):
-            return s.loss.item(), F.cross_entropy(out, y).item()
+            return s.loss.item(), F.cross_entropy(ce_out, y).item()
         slot = {i: k for k, i in enumerate(der.buffer.ids.tolist())}
         z = der.buffer.extras["logits"][[slot[i] for i in ids[n:].tolist()]]
-        expected = (F.cross_entropy(out[:n], y[:n]) + alpha * F.mse_loss(out[n:], z)
-                    + beta * F.cross_entropy(out[n:], y[n:]))
+        expected = (F.cross_entropy(ce_out[:n], y[:n]) + alpha * F.mse_loss(out[n:], z)
+                    + beta * F.cross_entropy(ce_out[n:], y[n:]))
         return s.loss.item(), expected.item()
 
     losses = Spy("before_backward", reference)
     s = strategy([n_current, der, joined, losses])
+    s.logits = logits
     for exp in train:
         s.train(exp)
     with_memory = [len(y) - n for n, (_, y, _, _) in zip(n_current.seen, joined.seen)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from comet_cl.methods.classes import restrict_to
 from comet_cl.methods.replay import ReplayPlugin
 
 
@@ -46,7 +47,9 @@ class AGEMPlugin(ReplayPlugin):
         x, y, ids = self.buffer.gather(slots, strategy.device)
         params = [p for p in strategy.model.parameters() if p.requires_grad]
         strategy.optimizer.zero_grad()
-        loss = strategy._criterion(strategy.model(x, ids=ids), y)
+        # The same loss as the step's: over the output units training uses now.
+        out, y = restrict_to(strategy.model(x, ids=ids), y, strategy.active_classes())
+        loss = strategy._criterion(out, y)
         loss.backward()
         self.reference = _flat_grad(params)
         strategy.optimizer.zero_grad()  # the step's own gradient starts from zero

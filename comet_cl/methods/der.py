@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from comet_cl.diagnostics import eval_mode
+from comet_cl.methods.classes import restrict_to
 from comet_cl.methods.replay import ReplayPlugin, join_batches
 
 LOGITS = "logits"
@@ -64,8 +65,12 @@ class DERPlugin(ReplayPlugin):
         if self._memory is None:
             return
         _, y, stored, out = self._memory
+        # The label term trains the same output units as the strategy's own criterion (all,
+        # or the classes seen so far under [train] logits = "seen"); the logit term matches
+        # every stored logit, as the paper does.
+        seen_out, seen_y = restrict_to(out, y, strategy.active_classes())
         strategy.loss = strategy.loss + self.alpha * F.mse_loss(out, stored) \
-            + self.beta * F.cross_entropy(out, y)
+            + self.beta * F.cross_entropy(seen_out, seen_y)
         self._memory = None
 
     def after_training_exp(self, strategy, **kwargs):
