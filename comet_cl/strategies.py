@@ -50,7 +50,6 @@ warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanch
 
 
 
-
 @dataclass(frozen=True)
 class Method:
     """What a method declares about itself, so that no other module compares method names.
