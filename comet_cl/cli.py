@@ -9,6 +9,8 @@ line and exit 2, Ctrl-C with one line and exit 130; a traceback only with ``--de
 from __future__ import annotations
 
 import argparse
+import importlib
+import signal
 import sys
 from pathlib import Path
 
@@ -16,12 +18,34 @@ from comet_cl.config import ConfigError
 from comet_cl.loggers import LOGGERS
 
 
+def _load_heavy(module: str):
+    """Import ``module`` (torch, Avalanche, matplotlib below it) with Ctrl-C held back.
+
+    A SIGINT that lands inside a C++ extension's start-up (torch registers its operators
+    through pybind11 callbacks) cannot unwind: pybind11 calls std::terminate and the process
+    dies with SIGABRT and a C++ message. So the interrupt waits until the import is over,
+    then stops the command the usual way (one line, exit 130)."""
+    pending = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
+    except ValueError:  # not the main thread: signals cannot be handled here anyway
+        return importlib.import_module(module)
+    try:
+        loaded = importlib.import_module(module)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+    return loaded
+
+
 def _run(args) -> int:
     from comet_cl.config import load_suite
     load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file, not a folder")
-    from comet_cl.runner import plan_suite, run_suite
+    runner = _load_heavy("comet_cl.runner")
+    plan_suite, run_suite = runner.plan_suite, runner.run_suite
     if args.plan_only:
         for folder in plan_suite(args.spec, args.out, strategies=args.strategies,
                                  seeds=_seeds(args.seeds), unfinished=True):
@@ -83,7 +107,7 @@ def _run_one(args) -> int:
     if not (args.run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{args.run_dir}: not a planned run folder (no {CONFIG_FILE}; "
                           f"'comet-cl run SPEC --plan-only' writes them)")
-    from comet_cl.runner import execute_run
+    execute_run = _load_heavy("comet_cl.runner").execute_run
     try:
         m = execute_run(args.run_dir, data_root=args.data_root, device=args.device,
                         log=args.log or ())["metrics"]
@@ -113,7 +137,7 @@ def _report(args) -> int:
     from comet_cl.results import write_error
     out = Path(args.output)
     _check_writable(out)
-    from comet_cl.report import build_report
+    build_report = _load_heavy("comet_cl.report").build_report
     try:
         result = build_report([Path(d) for d in args.results], out)
     except OSError as e:
