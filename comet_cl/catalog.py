@@ -67,6 +67,10 @@ class StreamKind:
         return None
 
 
+# How pixels reach the model: "standardized" (per-channel mean 0, std 1, this project's
+# default) or "unit" (x / 255, as van de Ven & Tolias feed their MLPs). comet_cl.streams applies it.
+PIXELS = ("standardized", "unit")
+
 STREAMS: dict[str, StreamKind] = {
     "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),
     "split-mnist": StreamKind("mnist", "split", 5, 10),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comet_cl.catalog import STREAMS
+from comet_cl.catalog import PIXELS, STREAMS
 
 
 class ConfigError(ValueError):
@@ -181,6 +181,8 @@ STREAM_KEYS = {
     "max_test_per_experience": Rule("int", positive),
     "valid_fraction": Rule("number", in_range(0, 1, hi_open=True)),
     "first_identity": Rule("bool"),
+    "pixels": Rule("str", one_of(lambda: PIXELS, "pixels")),
+    "pad": Rule("int", at_least(0)),
     "model": Rule("table"),
 }
 MODEL_KEYS = {

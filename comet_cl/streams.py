@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from comet_cl import data
 # The registry itself is light metadata (no torch): it lives in comet_cl.catalog.
-from comet_cl.catalog import STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
+from comet_cl.catalog import PIXELS, STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
 
 # Per-channel mean and std of each training set (the usual published figures).
 NORMALIZATION = {
@@ -36,6 +36,14 @@ NORMALIZATION = {
 }
 
 
+def pixel_scaling(dataset: str, pixels: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel that ``TensorImages.normalize`` applies to x / 255."""
+    mean, std = NORMALIZATION[dataset]
+    if pixels == "unit":
+        return (0.0,) * len(mean), (1.0,) * len(std)
+    return mean, std
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """Everything that fixes a stream. The same spec always gives the same stream.
@@ -44,6 +52,9 @@ class StreamSpec:
     seed, a list gives it explicitly. max_per_experience / max_test_per_experience cap the
     samples of each experience (a seeded subset) for quick runs. valid_fraction carves a
     validation split from each experience's training data (Avalanche's ``valid_stream``).
+    pixels: "standardized" (per-channel mean 0, std 1: this project's default) or "unit"
+    (x / 255 in [0, 1], what van de Ven & Tolias feed their MLPs). pad: zero pixels added on
+    every side before any permutation (van de Ven pads MNIST to 32 x 32 for permuted MNIST).
     """
 
     name: str
@@ -54,13 +65,26 @@ class StreamSpec:
     max_test_per_experience: int | None = None
     valid_fraction: float = 0.0
     first_identity: bool = True
+    pixels: str = "standardized"
+    pad: int = 0
     data_root: str | None = None
 
+    def __post_init__(self):
+        if self.pixels not in PIXELS:
+            raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
+        if not isinstance(self.pad, int) or self.pad < 0:
+            raise ValueError(f"pad must be a non-negative int, got {self.pad!r}")
+
     def resolved(self) -> dict:
-        """The spec as plain data, defaults filled in (what a run records in its config)."""
+        """The spec as plain data, defaults filled in (what a run records in its config).
+        ``pixels`` and ``pad`` came later; at their defaults they are left out, so run folders
+        written before them keep the same config and stay resumable."""
         d = asdict(self)
         d["n_experiences"] = self.experiences
         d.pop("data_root")
+        for key, default in (("pixels", "standardized"), ("pad", 0)):
+            if d[key] == default:
+                d.pop(key)
         if isinstance(self.class_order, tuple):
             d["class_order"] = list(self.class_order)
         return d
@@ -182,6 +206,12 @@ def _split_classes(spec: StreamSpec) -> list[list[int]]:
     return [order[i * per : (i + 1) * per] for i in range(t)]
 
 
+@lru_cache(maxsize=4)
+def _padded(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """uint8 images with ``pad`` zero pixels on every side (one copy per dataset and pad)."""
+    return torch.nn.functional.pad(images, (pad, pad, pad, pad))
+
+
 def _cap(index: torch.Tensor, cap: int | None, g: torch.Generator) -> torch.Tensor:
     """A seeded subset of at most ``cap`` samples, kept in dataset order."""
     if cap is None or len(index) <= cap:
@@ -203,7 +233,9 @@ def _experience_data(spec: StreamSpec) -> dict[str, list[TensorImages]]:
     """The train / valid / test TensorImages of every experience (memoised per spec)."""
     kind = spec.kind
     x_tr, y_tr, x_te, y_te = data.load(kind.dataset, root=spec.data_root)
-    mean, std = NORMALIZATION[kind.dataset]
+    if spec.pad:
+        x_tr, x_te = (_padded(x, spec.pad) for x in (x_tr, x_te))
+    mean, std = pixel_scaling(kind.dataset, spec.pixels)
     n_total = len(x_tr) + len(x_te)
     g = torch.Generator().manual_seed(spec.seed + 1)  # subsets; the +1 keeps it apart from perms
     t = spec.experiences

@@ -100,6 +100,42 @@ def test_permutations_distinct_fixed_by_seed_first_identity():
     assert all(classes(e) == set(range(10)) for e in bench.train_stream)
 
 
+def test_unit_pixels_are_the_image_over_255_and_padding_adds_a_zero_border():
+    """van de Ven & Tolias feed [0, 1] pixels and pad MNIST to 32 x 32 before permuting."""
+    std = stream("split-mnist", max_per_experience=CAP)
+    unit = stream("split-mnist", max_per_experience=CAP, pixels="unit")
+    x_std, y_std, ids_std = first_batch(std.train_stream[0])[:3]
+    x_unit, y_unit, ids_unit = first_batch(unit.train_stream[0])[:3]
+    assert torch.equal(ids_std, ids_unit) and torch.equal(y_std, y_unit)
+    raw = unit.train_stream[0].dataset._flat_data._datasets[0].raw(torch.arange(CAP))
+    assert torch.equal(x_unit[:, 0], raw.float() / 255)
+    assert x_unit.min() == 0 and x_unit.max() == 1
+    assert abs(x_std.mean().item()) < 0.2  # standardised: about mean 0 (one class pair only)
+    padded = stream("permuted-mnist", n_experiences=2, max_per_experience=CAP, pad=2,
+                    pixels="unit", first_identity=False)
+    x_pad = first_batch(padded.train_stream[0])[0]
+    assert x_pad.shape == (CAP, 1, 32, 32)
+    # the permutation runs over all 1,024 pixels: the 240 border zeros move inside the image
+    d = padded.train_stream[0].dataset._flat_data._datasets[0]
+    assert d.perm is not None and d.perm.numel() == 32 * 32
+    unpermuted = d.images[d.index[:CAP]].flatten(1).float() / 255
+    assert torch.equal(unpermuted.sort(1).values, x_pad.flatten(1).sort(1).values)
+    assert (unpermuted.view(CAP, 32, 32)[:, :2] == 0).all()
+    assert not (x_pad.view(CAP, 32, 32)[:, :2] == 0).all()
+
+
+def test_pixels_and_pad_are_recorded_only_when_not_the_default():
+    """Run folders written before these options existed keep an identical config."""
+    assert "pixels" not in StreamSpec("split-mnist").resolved()
+    assert "pad" not in StreamSpec("split-mnist").resolved()
+    spec = StreamSpec("permuted-mnist", pixels="unit", pad=2)
+    assert spec.resolved()["pixels"] == "unit" and spec.resolved()["pad"] == 2
+    with pytest.raises(ValueError, match="pixels must be one of"):
+        StreamSpec("split-mnist", pixels="raw")
+    with pytest.raises(ValueError, match="pad must be a non-negative int"):
+        StreamSpec("split-mnist", pad=-1)
+
+
 def test_same_seed_identical_streams_other_seed_other_subsets():
     def ids(seed):
         b = stream("split-mnist", seed=seed, max_per_experience=CAP)
