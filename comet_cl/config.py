@@ -238,7 +238,8 @@ SWEEP_KEYS = {
 DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
 PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table")}
 PRESET_KEYS = {"method": Rule("str"), "model": Rule("str"), "params": Rule("table"),
-               "train": Rule("table"), "description": Rule("str"), "source": Rule("str")}
+               "train": Rule("table"), "model_config": Rule("table"),
+               "description": Rule("str"), "source": Rule("str")}
 # Per-run resources for cluster executors (comet_cl.executors.ExecutorOptions); the command
 # line overrides each. Not part of a run's config: where a run executes does not change it.
 EXECUTOR_KEYS = {
@@ -454,4 +455,5 @@ def read_preset(path: Path) -> dict:
     raw = read_toml(path)
     check_table(raw, PRESET_KEYS, path, "", required={"method"})
     check_table(raw.get("train", {}), TRAIN_KEYS, path, "train")
+    check_table(raw.get("model_config", {}), MODEL_KEYS, path, "model_config")
     return raw

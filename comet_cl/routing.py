@@ -16,11 +16,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def n_kept(n: int, p_k: float) -> int:
-    """k = round(p_k * n), half up (p_k * n often lands on .5), and at least one unit."""
+K_RULES = ("round", "floor")
+
+
+def n_kept(n: int, p_k: float, rule: str = "round") -> int:
+    """k = round(p_k * n), half up (p_k * n often lands on .5), and at least one unit.
+    rule="floor": k = floor(p_k * n), as the COMET paper's code computes it (also >= 1).
+    The two differ only where p_k * n is not a whole number (e.g. p_k 0.1 of 25 units)."""
     if not 0.0 < p_k <= 1.0:
         raise ValueError(f"p_k must be in (0, 1], got {p_k}")
-    return max(1, math.floor(p_k * n + 0.5))
+    if rule not in K_RULES:
+        raise ValueError(f"k_rule must be one of {', '.join(K_RULES)}, got {rule!r}")
+    # + 1e-9: 0.3 * 10 is 2.9999999999999996 in floating point, and must floor to 3
+    return max(1, math.floor(p_k * n + (0.5 if rule == "round" else 1e-9)))
 
 
 def unit_scores(t: Tensor) -> Tensor:
@@ -186,13 +194,14 @@ class Router(nn.Module):
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], p_k: float, seed: int = 0,
-                 pools: Sequence[int] | None = None, cache: bool = False) -> None:
+                 pools: Sequence[int] | None = None, cache: bool = False,
+                 k_rule: str = "round") -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         pools = pools or [1] * len(shapes)
         self.layers = nn.ModuleList(RandomLayer(s, p, generator) for s, p in zip(shapes, pools))
         self.p_k = p_k
-        self.ks = [n_kept(s[0], p_k) for s in shapes]
+        self.ks = [n_kept(s[0], p_k, k_rule) for s in shapes]
         self.cache = MaskCache([s[0] for s in shapes]) if cache else None
         if self.cache is not None:
             self.register_load_state_dict_post_hook(Router._drop_cache)

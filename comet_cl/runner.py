@@ -77,8 +77,7 @@ def suite_hash(suite: dict) -> str:
 
 def _run_config(suite: dict, entry: dict, preset: Preset, seed: int, s_hash: str) -> dict:
     stream = StreamSpec(seed=seed, **entry["stream"]).resolved()
-    model = {**entry["model"], **entry["strategy"].get("model_config", {}),
-             "variant": preset.model}
+    model = {**_model_settings(entry["model"], preset, entry["strategy"]), "variant": preset.model}
     train = {**suite["train"], **preset.train, **entry["strategy"].get("train", {})}
     return {"suite": suite["name"], "suite_hash": s_hash, "version": comet_cl.__version__,
             "seed": seed, "stream": stream, "model": model,
@@ -92,6 +91,7 @@ def _preset(entry: dict, presets_dir: Path | None) -> Preset:
                     model=entry.get("model", base.model),
                     params={**base.params, **entry.get("params", {})},
                     train={**base.train, **entry.get("train", {})},
+                    model_config=base.model_config,
                     description=base.description, source=base.source)
     where = f"{entry.get('path') or 'suite'}: strategy '{entry['name']}'"
     validate_preset(preset, where)  # the suite's own params, merged into the preset's
@@ -102,11 +102,23 @@ def _preset(entry: dict, presets_dir: Path | None) -> Preset:
     return preset
 
 
-def _check_model_options(suite: dict, preset: Preset) -> None:
-    """A stream's [model] options must be ones the strategy's model variant takes."""
+def _model_settings(stream_model: dict, preset: Preset, strategy: dict) -> dict:
+    """A run's model table: the stream's [model], then the preset's model_config, then the
+    strategy entry's own model_config; their variant ``options`` tables merge key by key."""
+    layers = (stream_model, preset.model_config, strategy.get("model_config", {}))
+    merged = {k: v for layer in layers for k, v in layer.items()}
+    options = {k: v for layer in layers for k, v in layer.get("options", {}).items()}
+    if any("options" in layer for layer in layers):
+        merged["options"] = options
+    return merged
+
+
+def _check_model_options(suite: dict, preset: Preset, strategy: dict) -> None:
+    """The model options a run gets must be ones the strategy's model variant takes."""
     accepted = VARIANTS[preset.model].options
     for entry in suite["streams"]:
-        unknown = sorted(set(entry["model"].get("options", {})) - accepted)
+        settings = _model_settings(entry["model"], preset, strategy)
+        unknown = sorted(set(settings.get("options", {})) - accepted)
         if unknown:
             raise ConfigError(f"{suite.get('path', 'suite')}: 'model.options' {unknown} are not "
                               f"options of model variant '{preset.model}' (strategy "
@@ -140,7 +152,7 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
             point = (chosen_values or {}).get((entry["stream"]["name"], base["name"]), {})
             strat = sweep.with_values(base, point)
             preset = _preset({**strat, "path": suite.get("path")}, presets_dir)
-            _check_model_options(suite, preset)
+            _check_model_options(suite, preset, strat)
             for seed in seeds:
                 cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
                 planned.append((res.run_dir(out, entry["stream"]["name"], strat["name"], seed),

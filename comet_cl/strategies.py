@@ -113,6 +113,9 @@ class Preset:
     model: str = "dense"
     params: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)  # overrides of the suite's [train] table
+    # overrides of the suite's [model] table (a strategy entry's own model_config wins); they
+    # reach a run's "model" config, so resolved() leaves them out
+    model_config: dict = field(default_factory=dict)
     description: str = ""
     source: str = ""  # where the hyperparameters come from
 

@@ -134,3 +134,58 @@ def test_stream_limits_and_default_arch_come_from_the_stream_registry(tmp_path):
         suite({"name": "permuted-mnist", "n_experiences": 101})
     with pytest.raises(ConfigError, match="100 classes do not split evenly into 30"):
         suite({"name": "split-cifar100", "n_experiences": 30})
+
+
+PAPER = """name = "paper"
+seeds = [0]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 100, model = { options = { k_rule = "round" } } }]
+strategies = ["comet", "comet-paper",
+              { preset = "comet-paper", name = "comet-paper-deep", model_config = { widths = [30, 30, 30] } }]
+
+[model]
+widths = [25, 25]
+p_k = 0.1
+"""
+
+
+def test_the_papers_comet_preset_reaches_the_run_config_and_builds_the_papers_model(tmp_path):
+    """A preset's model_config sits between the suite's [model] and the strategy entry's own;
+    variant options merge key by key. comet-paper: softplus, k = floor(p_k N)."""
+    import torch
+
+    from comet_cl.models import build_model
+    from comet_cl.results import CONFIG_FILE, read_json
+
+    def read_config(folder):
+        return read_json(folder / CONFIG_FILE)
+    import tomllib
+    without = PAPER.replace(', model = { options = { k_rule = "round" } }', '')
+    folders = plan(parse_suite(tomllib.loads(without)), tmp_path / "out")
+    models = {read_config(f)["strategy"]["name"]: read_config(f)["model"] for f in folders}
+    assert models["comet"]["activation"] == "relu" and models["comet"]["options"] == {}
+    paper, deep = models["comet-paper"], models["comet-paper-deep"]
+    assert paper["activation"] == "softplus" and paper["options"] == {"k_rule": "floor"}
+    assert paper["widths"] == [25, 25] and deep["widths"] == [30, 30, 30]
+    net = build_model("mlp", paper["variant"], in_shape=(1, 28, 28), n_classes=10,
+                      widths=deep["widths"], p_k=paper["p_k"], activation=paper["activation"],
+                      **paper["options"])
+    assert net.router.ks == [3, 3, 3]  # floor(0.1 * 30); 25 units would give 2, round gives 3
+    assert isinstance(net.blocks[0].act, torch.nn.Softplus)
+    # a stream's own options merge with the preset's, and the preset's win
+    both = plan(parse_suite(tomllib.loads(PAPER)), tmp_path / "out2", strategies=["comet-paper"])
+    assert read_config(both[0])["model"]["options"] == {"k_rule": "floor"}
+
+
+def test_a_preset_model_config_with_an_unknown_key_or_option_is_refused(tmp_path):
+    import tomllib
+    presets = tmp_path / "strategies"
+    presets.mkdir()
+    (presets / "odd.toml").write_text('method = "naive"\nmodel = "dense"\n'
+                                      '[model_config]\nactivation = "softplus"\n'
+                                      'options = { k_rule = "floor" }\n')
+    (presets / "typo.toml").write_text('method = "naive"\n[model_config]\nwidht = [3]\n')
+    with pytest.raises(ConfigError, match="k_rule"):
+        plan(parse_suite(tomllib.loads(GOOD.replace('["naive", "ewc"]', '["odd"]'))),
+             tmp_path / "a", presets_dir=presets)
+    with pytest.raises(ConfigError, match="widht"):
+        load_preset("typo", presets)

@@ -175,3 +175,15 @@ def test_task_overlap_matrix_equals_pairwise_mean_and_dead_units():
     dense = build_model("mlp", "dense", **MNIST, widths=[32, 32])
     assert dead_units(dense, x) == [0, 0]
     assert torch.allclose(task_overlap_matrix(dense, sets), torch.ones(2, 3, 3))
+
+
+def test_k_round_and_floor_rules():
+    """round (this project) and floor (the paper's code) differ only off whole numbers;
+    floating point must not push a whole p_k * N below itself under floor."""
+    assert [n_kept(25, 0.1), n_kept(25, 0.1, "floor")] == [3, 2]
+    assert [n_kept(10, 0.3, "floor"), n_kept(1000, 0.5, "floor"), n_kept(3, 0.1, "floor")] == [3, 500, 1]
+    assert n_kept(5, 0.5) == 3 and n_kept(5, 0.5, "floor") == 2
+    with pytest.raises(ValueError, match="k_rule must be one of"):
+        n_kept(10, 0.5, "ceil")
+    r = Router([(25, 4), (25, 25)], 0.1, seed=0, k_rule="floor")
+    assert r.ks == [2, 2] and all(m.sum(-1).eq(2).all() for m in r.compute(torch.randn(7, 4)))

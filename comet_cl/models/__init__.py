@@ -26,6 +26,7 @@ __all__ = ["MODELS", "VARIANTS", "ACTIVATIONS", "Variant", "GatedNet", "GatedBlo
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,  # the COMET paper's code uses it (the comet-paper preset)
 }
 
 
@@ -37,7 +38,9 @@ def _dense(l: int, layer: nn.Module, p_k: float, seed: int) -> Gate:
     return Gate()
 
 
-def _comet(l: int, layer: nn.Module, p_k: float, seed: int) -> Gate:
+def _comet(l: int, layer: nn.Module, p_k: float, seed: int, *, k_rule: str = "round") -> Gate:
+    """The mask comes from the router (built in build_model); k_rule sets its k per layer:
+    "round" (this project's) or "floor" (the paper's code), see routing.n_kept."""
     return RouterGate()
 
 
@@ -138,7 +141,8 @@ def build_model(arch: str, variant: str, *, in_shape: tuple[int, ...], n_classes
     router = None
     if spec.routed:
         router = Router([b.layer.weight.shape for b in blocks], p_k, router_seed,
-                        pools=[b.pool for b in blocks], cache=mask_cache)
+                        pools=[b.pool for b in blocks], cache=mask_cache,
+                        k_rule=variant_kwargs.get("k_rule", "round"))
     return GatedNet(blocks, head, p_k, router)
 
 
