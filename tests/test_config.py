@@ -189,3 +189,19 @@ def test_a_preset_model_config_with_an_unknown_key_or_option_is_refused(tmp_path
              tmp_path / "a", presets_dir=presets)
     with pytest.raises(ConfigError, match="widht"):
         load_preset("typo", presets)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in __import__("comet_cl.config", fromlist=["x"])
+                                        .packaged_suites() if "_" not in n))
+def test_every_packaged_suite_plans_its_tuning_and_final_runs(name, tmp_path):
+    """Every strategy of every packaged suite resolves to a preset and model, and every sweep
+    grid names a strategy of the suite and settings it takes, before anything trains."""
+    from comet_cl import sweep
+    from comet_cl.config import suite_path
+    suite = load_suite(suite_path(name))
+    tuning = sweep.tuning_suite(suite)
+    if tuning is not None:
+        assert set(suite["sweep"]["grid"]) <= {s["name"] for s in suite["strategies"]}
+        assert len(plan(tuning, tmp_path / "sweep", seeds=[0])) == len(tuning["strategies"])
+    folders = plan(suite, tmp_path / "out", seeds=[0])
+    assert len(folders) == len(suite["strategies"]) * len(suite["streams"])
