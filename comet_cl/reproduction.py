@@ -45,7 +45,10 @@ class Row:
             return f"preliminary ({self.seeds} seed{'s' if self.seeds > 1 else ''})"
         if abs(self.difference) <= TOLERANCE:
             return "reproduced"
-        return "above" if self.difference > 0 else "below"
+        side = "above" if self.difference > 0 else "below"
+        if self.half is not None and abs(self.difference) <= self.half:
+            return f"{side} (published figure inside our 95% CI)"
+        return side
 
 
 def mean_ci(values) -> tuple[float, float | None]:
@@ -88,7 +91,8 @@ def markdown(rows: list[Row]) -> str:
     sources = sorted({(r.suite, r.source) for r in rows})
     lines += [""] + [f"- {suite}: {source}" for suite, source in sources]
     lines += ["", f"Verdict: 'reproduced' when ours is within {TOLERANCE} points of the published "
-                  f"figure with at least 3 seeds; 'above' / 'below' otherwise."]
+                  f"figure with at least 3 seeds; 'above' / 'below' otherwise, noting when the "
+                  f"published figure still lies inside our 95% interval (more seeds would tell)."]
     return "\n".join(lines) + "\n"
 
 

@@ -123,3 +123,85 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
         "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
         "streams": table})
     return overrides
+
+
+# ---- tuned presets -------------------------------------------------------------------------
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _preset_toml(preset: dict) -> str:
+    lines = [f"{k} = {_toml_value(preset[k])}" for k in ("description", "method", "model", "source")]
+    for table in ("params", "train", "model_config"):
+        if preset.get(table):
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in preset[table].items()]
+    return "\n".join(lines) + "\n"
+
+
+def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> dict[str, str]:
+    """One preset file's text per tuned (stream, strategy) of a finished sweep in ``out``:
+    the strategy's preset with the chosen values written in, named ``<suite>-<strategy>``
+    (``<suite>-<stream>-<strategy>`` when the suite has several streams), its ``source``
+    naming the suite, the grid, each point's validation score and the rule. So the values a
+    protocol's sweep chose can be used elsewhere by name, and say where they came from."""
+    from comet_cl.config import preset_file, read_preset
+    chosen = res.read_json(Path(out) / SWEEP_FILE)
+    entries = {s["name"]: s for s in suite["strategies"]}
+    several = len(chosen["streams"]) > 1
+    texts = {}
+    for stream, strategies in chosen["streams"].items():
+        for name, result in strategies.items():
+            entry = with_values(entries[name], result["chosen"])
+            base = read_preset(preset_file(entry["preset"], presets_dir))
+            preset = {"method": base["method"], "model": entry.get("model", base.get("model", "dense"))}
+            for table in ("params", "train", "model_config"):
+                preset[table] = {**base.get(table, {}), **entry.get(table, {})}
+            scores = "; ".join(
+                f"{', '.join(f'{k}={_fmt(v)}' for k, v in p['values'].items())}: "
+                f"{p['mean']:.4f}" for p in result["points"])
+            values = ", ".join(f"{k} = {_fmt(v)}" for k, v in result["chosen"].items())
+            preset["description"] = (f"{name} as tuned for suite {suite['name']} "
+                                     f"(stream {stream}): {values}.")
+            preset["source"] = (
+                f"Chosen by the validation sweep of suite '{suite['name']}' on stream {stream} "
+                f"({chosen['valid_fraction']:g} of each experience's training data held out, "
+                f"seeds {chosen['seeds']}); rule: {chosen['rule']}. Validation ACC per point: "
+                f"{scores}. Everything else as the '{entry['preset']}' preset: "
+                f"{base.get('source', '')}")
+            file_name = "-".join([suite["name"]] + ([stream] if several else []) + [name])
+            texts[file_name] = _preset_toml(preset)
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m comet_cl.sweep SUITE OUT --presets DIR``: write the tuned presets."""
+    import argparse
+
+    from comet_cl.config import load_suite, suite_path
+    parser = argparse.ArgumentParser(prog="python -m comet_cl.sweep", description=main.__doc__)
+    parser.add_argument("suite", help="the suite (a packaged name or a file)")
+    parser.add_argument("out", type=Path, help="its results folder, holding sweep.json")
+    parser.add_argument("--presets", type=Path, required=True, help="folder to write them to")
+    args = parser.parse_args(argv)
+    if not (args.out / SWEEP_FILE).exists():
+        parser.error(f"{args.out / SWEEP_FILE} not found: the sweep has not finished")
+    args.presets.mkdir(parents=True, exist_ok=True)
+    for name, text in tuned_presets(load_suite(suite_path(args.suite)), args.out).items():
+        (args.presets / f"{name}.toml").write_text(text)
+        print(args.presets / f"{name}.toml")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 stream, Adam settings, and validation sweeps that choose on held-out training data only."""
 
 import json
+import tomllib
 
 import pytest
 import torch
@@ -62,17 +63,30 @@ def test_adam_settings_reach_the_optimizer():
     assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.8, 0.99)
 
 
-SWEPT = {
-    "name": "swept", "seeds": [0, 1],
-    "streams": [{"name": "split-mnist", "n_experiences": 2, "max_per_experience": 600,
-                 "max_test_per_experience": 200}],
-    "strategies": ["naive", {"preset": "naive", "name": "tuned"}],
-    "model": {"widths": [32]},
-    "train": {"iterations": 12, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-    "eval": {"curve_subset": 50, "curve_stride": 4},
-    "sweep": {"seeds": [0], "valid_fraction": 0.25,
-              "grid": {"tuned": {"lr": [1e-5, 3e-3], "p_k": [0.5]}}},
-}
+
+
+TOML_SWEPT = """name = "swept"
+seeds = [0, 1]
+streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 600, max_test_per_experience = 200 }]
+strategies = ["naive", { preset = "naive", name = "tuned" }]
+[model]
+widths = [32]
+[train]
+iterations = 12
+batch_size = 32
+optimizer = "adam"
+lr = 1e-3
+[eval]
+curve_subset = 50
+curve_stride = 4
+[sweep]
+seeds = [0]
+valid_fraction = 0.25
+[sweep.grid.tuned]
+lr = [1e-5, 3e-3]
+p_k = [0.5]
+"""
+SWEPT = tomllib.loads(TOML_SWEPT)
 
 
 @pytest.mark.slow
@@ -112,6 +126,17 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     summary.write_text(json.dumps(doctored))
     run_suite(SWEPT, out)
     assert json.loads((out / "sweep.json").read_text()) == sweep
+    # the choice written out as a preset that says where it came from, and loads by name
+    from comet_cl.strategies import load_preset
+    from comet_cl.sweep import main as sweep_main
+    presets = tmp_path / "presets"
+    suite_file = tmp_path / "swept.toml"
+    suite_file.write_text(TOML_SWEPT)
+    assert sweep_main([str(suite_file), str(out), "--presets", str(presets)]) == 0
+    preset = load_preset("swept-tuned", presets)
+    assert preset.train == {"lr": 3e-3} and preset.model_config == {"p_k": 0.5}
+    assert preset.method == "naive" and "validation sweep of suite 'swept'" in preset.source
+    assert "lr=1e-05, p_k=0.5: " in preset.source and "highest final average accuracy" in preset.source
 
 
 def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
@@ -151,3 +176,12 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     text = markdown(list(rows.values()))
     assert "| swept | naive | 50.00 | 51.00 +- 2.48 | 3 | +1.00 | reproduced |" in text
     assert "Someone 2019, Table 1" in text
+
+
+def test_verdict_says_when_the_published_figure_is_inside_our_interval():
+    from comet_cl.reproduction import Row
+    row = lambda mean, half, seeds=5: Row("s", "src", "x", 60.0, seeds, mean, half)  # noqa: E731
+    assert row(61.0, 5.0).verdict == "reproduced"
+    assert row(64.0, 5.0).verdict == "above (published figure inside our 95% CI)"
+    assert row(52.0, 5.0).verdict == "below"
+    assert row(52.0, 5.0, seeds=2).verdict == "preliminary (2 seeds)"
