@@ -39,7 +39,14 @@ def _load_heavy(module: str):
     return loaded
 
 
+def _names(text: str) -> list[str]:
+    """One --strategies argument: a name, or several joined by commas."""
+    return [n for n in text.split(",") if n]
+
+
 def _run(args) -> int:
+    if args.strategies is not None:  # each argument is a list (names may be comma-joined)
+        args.strategies = [n for names in args.strategies for n in names]
     from comet_cl.config import load_suite
     load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -153,13 +160,15 @@ def _list(args) -> int:
     """Streams, presets and suites come from light metadata (no torch); ``--all`` adds the
     methods and model registries, which import torch and Avalanche (seconds)."""
     from comet_cl.catalog import STREAMS
-    from comet_cl.config import available_presets, packaged_suites, read_preset
+    # read_toml, not read_preset: checking a preset's model_config asks the model registry
+    # (torch); listing needs only the names and descriptions
+    from comet_cl.config import available_presets, packaged_suites, read_toml
     print("streams:")
     for name, kind in STREAMS.items():
         print(f"  {name:<22}{kind.dataset}, {kind.scenario}, {kind.n_experiences} experiences")
     print("strategies (presets):")
     for name, path in available_presets().items():
-        p = read_preset(path)
+        p = read_toml(path)
         print(f"  {name:<16}{p['method']:>7} on {p.get('model', 'dense'):<7} "
               f"{p.get('description', '')}")
     print("suites (comet-cl run NAME):")
@@ -201,8 +210,9 @@ def parser() -> argparse.ArgumentParser:
                          "continues an interrupted suite.")
     run.add_argument("spec", type=Path, help="suite spec: a TOML file, or the name of a packaged suite "
                      "(e.g. quick; 'comet-cl list' shows them)")
-    run.add_argument("--strategies", nargs="+", metavar="NAME",
-                     help="run only these strategies of the suite (default: all)")
+    run.add_argument("--strategies", nargs="+", metavar="NAME", type=_names,
+                     help="run only these strategies of the suite (default: all); "
+                          "space- or comma-separated")
     run.add_argument("--seeds", type=_positive_int, metavar="N",
                      help="run seeds 0..N-1 instead of the spec's seeds")
     run.add_argument("--data-root", metavar="DIR",

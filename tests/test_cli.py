@@ -375,3 +375,18 @@ def test_two_processes_on_one_results_folder_do_each_run_once(tmp_path):
                   if x]
         assert events == ["started", "experience", "experience", "finished"], (folder, events)
         assert (folder / "summary.json").is_file() and not (folder / LOCK_FILE).exists()
+
+
+def test_strategies_may_be_space_or_comma_separated(tmp_path, capsys):
+    spec = tmp_path / "suite.toml"
+    spec.write_text(GOOD.replace('strategies = ["naive"]', 'strategies = ["naive", "ewc", "si"]'))
+    code, stdout, err = run(capsys, "run", spec, "--out", tmp_path / "a", "--plan-only",
+                            "--strategies", "naive,si")
+    assert code == 0, err
+    assert sorted(Path(p).parts[-2] for p in stdout.split()) == ["naive", "si"]
+    code, stdout, _ = run(capsys, "run", spec, "--out", tmp_path / "b", "--plan-only",
+                          "--strategies", "ewc", "si")
+    assert sorted(Path(p).parts[-2] for p in stdout.split()) == ["ewc", "si"]
+    code, _, err = run(capsys, "run", spec, "--out", tmp_path / "c", "--plan-only",
+                       "--strategies", "naive,sii")
+    assert code == 2 and "'sii' is not in suite 'cli'; did you mean 'si'?" in one_line(err)
