@@ -209,6 +209,11 @@ TRAIN_KEYS = {
     "weight_decay": Rule("number", at_least(0)),
     # bfloat16 autocast in forward passes (comet_cl.precision); off unless set
     "amp": Rule("bool"),
+    # the optimizer's fused kernel (torch's fused=True): the same update in one kernel over
+    # all parameters, 2.2-2.6x faster than the default per-tensor-list step on a CPU (Adam,
+    # 2 x 400 and 2 x 1000 MLPs); the float rounding differs in the last bits, so a suite
+    # opts in and its runs stay comparable with each other. Off unless set.
+    "fused": Rule("bool"),
 }
 EVAL_KEYS = {
     "beta": Rule("int", positive),

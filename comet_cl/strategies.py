@@ -246,6 +246,8 @@ def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer
         kwargs["momentum"] = train.get("momentum", 0.0)
     elif train.get("betas") is not None:
         kwargs["betas"] = tuple(train["betas"])
+    if train.get("fused"):
+        kwargs["fused"] = True
     return OPTIMIZERS[kind](model.parameters(), **kwargs)
 
 

@@ -185,3 +185,28 @@ def test_verdict_says_when_the_published_figure_is_inside_our_interval():
     assert row(64.0, 5.0).verdict == "above (published figure inside our 95% CI)"
     assert row(52.0, 5.0).verdict == "below"
     assert row(52.0, 5.0, seeds=2).verdict == "preliminary (2 seeds)"
+
+
+@pytest.mark.parametrize("train", [{"optimizer": "adam", "lr": 1e-3},
+                                   {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}])
+def test_fused_optimizer_is_opt_in_and_takes_the_same_steps(train):
+    """[train] fused: torch's one-kernel update; same math, last-bit rounding only."""
+    def trained(fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 4))
+        opt = make_optimizer(model, {**train, "fused": fused})
+        g = torch.Generator().manual_seed(1)
+        for _ in range(50):
+            x, y = torch.randn(16, 64, generator=g), torch.randint(0, 4, (16,), generator=g)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return opt, torch.cat([p.detach().flatten() for p in model.parameters()])
+    plain, a = trained(False)
+    fused, b = trained(True)
+    assert not plain.defaults.get("fused") and fused.defaults["fused"] is True
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ConfigError, match="fused"):
+        parse_suite({"name": "t", "streams": ["split-mnist"], "strategies": ["naive"],
+                     "train": {"fused": "yes"}})
