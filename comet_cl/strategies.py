@@ -137,6 +137,13 @@ def validate_preset(preset: Preset, where) -> None:
         raise ConfigError(f"{where}: unknown method '{preset.method}'"
                           f"{closest(preset.method, METHODS)} (known: {', '.join(METHODS)})")
     check_keys(preset.params, METHODS[preset.method].params(), where, "params")
+    # Each method checks its own values when its plugin is made (ranges live with the method
+    # that knows them); making one here, cheap and thrown away, refuses a bad value at planning
+    # instead of inside a run.
+    try:
+        METHODS[preset.method].plugins(preset.params)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: params {preset.params}: {e}") from None
 
 
 def method_plugins(preset: Preset) -> list[SupervisedPlugin]:

@@ -97,6 +97,12 @@ BAD_VALUES = {
     "strategy train": ('strategies = ["naive"]',
                        'strategies = [{ preset = "naive", train = { lr = 0 } }]',
                        "'strategies[0].train.lr' (line 4)", "must be > 0"),
+    "method param range": ('strategies = ["naive"]',
+                           'strategies = [{ preset = "replay", params = { mem_size = 0 } }]',
+                           "strategy 'replay'", "buffer size must be a positive integer"),
+    "method param value": ('strategies = ["naive"]',
+                           'strategies = [{ preset = "ewc", params = { mode = "onlin" } }]',
+                           "strategy 'ewc'", "expected one of separate, online"),
     "model options": ("widths = [16]", "widths = [16]\noptions = { top_k = 2 }",
                       "'model.options' ['top_k']", "not options of model variant 'dense'"),
 }
