@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from comet_cl import results as res
+from comet_cl.contract import iter_stored_runs
 
 TOLERANCE = 1.5  # points: "reproduced" when |ours - published| <= this
 
@@ -67,10 +67,10 @@ def table(folders: list[Path]) -> list[Row]:
             continue
         metric = published.get("metric", "acc")
         scores: dict[str, list[float]] = {}
-        for record in res.iter_runs(folder):
-            if record.finished:
-                scores.setdefault(record.config["strategy"]["name"], []).append(
-                    100 * record.summary["metrics"][metric])
+        for run in iter_stored_runs(folder):
+            if run.finished:
+                scores.setdefault(run.config.strategy_name, []).append(
+                    100 * run.summary.metrics[metric])
         for strategy, figure in published["figures"].items():
             got = scores.get(strategy, [])
             mean, half = mean_ci(got) if got else (None, None)

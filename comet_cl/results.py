@@ -28,8 +28,6 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,24 +231,3 @@ def suite_folder(run: Path) -> Path:
 def run_folders(out: Path) -> list[Path]:
     """Every run folder under ``out`` that holds a config (finished or not), sorted."""
     return [cfg.parent for cfg in sorted(Path(out).glob(f"runs/*/*/seed-*/{CONFIG_FILE}"))]
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run folder as found on disk: its config, and its summary when it finished."""
-
-    path: Path
-    config: dict
-    summary: dict | None
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-
-def iter_runs(out: Path) -> Iterator[RunRecord]:
-    """Every run folder under ``out`` (finished or not), in a stable order."""
-    for folder in run_folders(out):
-        summary_path = folder / SUMMARY_FILE
-        summary = read_json(summary_path) if summary_path.exists() else None
-        yield RunRecord(folder, read_json(folder / CONFIG_FILE), summary)

@@ -90,12 +90,13 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     ``out/sweep``; write ``out/sweep.json`` and return the overrides for :func:`runner.plan`:
     ``{(stream, strategy): point}``. Raises ConfigError while tuning runs are unfinished."""
     out = Path(out)
+    from comet_cl.contract import iter_stored_runs
+    from comet_cl.metrics import acc as final_acc
     acc: dict[tuple[str, str, int], float] = {}
-    for record in res.iter_runs(out / SWEEP_DIR):
-        if record.finished:
-            key = (record.config["stream"]["name"], record.config["strategy"]["name"],
-                   record.config["seed"])
-            acc[key] = record.summary["metrics"]["acc"]
+    for run in iter_stored_runs(out / SWEEP_DIR):
+        if run.finished:  # ACC from the stored matrix R (the summary's metrics are a check)
+            key = (run.config.stream_name, run.config.strategy_name, run.config.seed)
+            acc[key] = final_acc(run.summary.R)
     sweep, table, overrides, missing = suite["sweep"], {}, {}, 0
     for strat in suite["strategies"]:
         grid = sweep["grid"].get(strat["name"])

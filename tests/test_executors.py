@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from comet_cl.results import iter_runs
+from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -72,8 +72,8 @@ max_retries = 2
 def numbers(out: Path) -> dict:
     """Every finished run's results, by (strategy, seed): what must not depend on where it ran."""
     keys = ("R", "R0", "curves", "metrics", "n_params", "overlap")
-    return {(r.config["strategy"]["name"], r.config["seed"]): {k: r.summary[k] for k in keys}
-            for r in iter_runs(out) if r.finished}
+    return {(r.config.strategy_name, r.config.seed): {k: r.summary.to_dict()[k] for k in keys}
+            for r in iter_stored_runs(out) if r.finished}
 
 
 def events(run: Path) -> list[dict]:

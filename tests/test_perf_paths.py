@@ -11,7 +11,7 @@ import torch
 
 from comet_cl.data import load
 from comet_cl.models import VARIANTS, MaskPrecomputePlugin, SMoEAuxLossPlugin, build_model
-from comet_cl.results import iter_runs
+from comet_cl.contract import iter_stored_runs
 from comet_cl.routing import kwta
 from comet_cl.runner import run_suite
 from comet_cl.strategies import Preset, build_strategy
@@ -121,7 +121,7 @@ def test_runs_with_precomputed_masks_equal_runs_without_a_cache(tmp_path):
     for cache in (True, False):
         spec = {**TINY, "model": {**TINY["model"], "mask_cache": cache}}
         run_suite(spec, tmp_path / f"cache-{cache}")
-        found.append({r.config["strategy"]["name"]: r.summary for r in iter_runs(tmp_path / f"cache-{cache}")})
+        found.append({r.config.strategy_name: r.summary.to_dict() for r in iter_stored_runs(tmp_path / f"cache-{cache}")})
     assert set(found[0]) == {"comet", "comet-ewc"}
     for name, summary in found[0].items():
         for key in ("R", "R0", "curves", "metrics", "overlap"):

@@ -7,7 +7,7 @@ from avalanche.core import SupervisedPlugin
 
 from comet_cl.models import build_model
 from comet_cl.precision import AMP_ACC_TOLERANCE, BFloat16Autocast, precision_plugins
-from comet_cl.results import iter_runs
+from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
 from comet_cl.strategies import build_strategy, load_preset
 from comet_cl.streams import make_stream
@@ -69,9 +69,9 @@ def test_amp_run_stays_within_the_stated_acc_tolerance(tmp_path):
     run_suite(amp, tmp_path / "bf16")
     acc = {}
     for name in ("fp32", "bf16"):
-        for r in iter_runs(tmp_path / name):
-            assert r.config["train"].get("amp", False) == (name == "bf16")
-            acc[name, r.config["strategy"]["name"], r.config["seed"]] = r.summary["metrics"]["acc"]
+        for r in iter_stored_runs(tmp_path / name):
+            assert r.config.train.get("amp", False) == (name == "bf16")
+            acc[name, r.config.strategy_name, r.config.seed] = r.summary.metrics["acc"]
     gaps = [abs(acc["fp32", s, k] - acc["bf16", s, k]) for s in ("comet", "naive") for k in (0,)]
     assert max(gaps) <= AMP_ACC_TOLERANCE, gaps
     assert min(acc.values()) > 0.6  # both learned

@@ -10,7 +10,7 @@ import torch
 from comet_cl import data
 from comet_cl.config import ConfigError, parse_suite
 from comet_cl.loaders import TensorBatchLoader, tensor_batches
-from comet_cl.results import iter_runs
+from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import plan_suite, run_suite
 from comet_cl.streams import STREAMS, make_stream
 from comet_cl.strategies import make_optimizer
@@ -101,24 +101,24 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     assert [p["values"] for p in table["points"]] == [{"lr": 1e-5, "p_k": 0.5},
                                                       {"lr": 3e-3, "p_k": 0.5}]
     # the tuning runs trained on 75% of each experience and were scored on the other 25%
-    tuning = {r.config["strategy"]["name"]: r for r in iter_runs(out / "sweep")}
+    tuning = {r.config.strategy_name: r for r in iter_stored_runs(out / "sweep")}
     assert set(tuning) == {"tuned@lr=1e-05,p_k=0.5", "tuned@lr=0.003,p_k=0.5"}
     for record in tuning.values():
-        assert record.config["eval"]["split"] == "valid"
-        assert record.config["stream"]["valid_fraction"] == 0.25
-        assert record.config["seed"] == 0
+        assert record.config.eval["split"] == "valid"
+        assert record.config.stream["valid_fraction"] == 0.25
+        assert record.config.seed == 0
     scores = [p["mean"] for p in table["points"]]
-    assert scores == [tuning[n].summary["metrics"]["acc"] for n in sorted(tuning, reverse=True)]
+    assert scores == [tuning[n].summary.metrics["acc"] for n in sorted(tuning, reverse=True)]
     best = table["points"][scores.index(max(scores))]["values"]
     assert table["chosen"] == best and best["lr"] == 3e-3  # 12 steps at lr 1e-5 learn nothing
     # final runs: full training data, test sets, the chosen value, every suite seed
-    final = {(r.config["strategy"]["name"], r.config["seed"]): r for r in iter_runs(out)}
+    final = {(r.config.strategy_name, r.config.seed): r for r in iter_stored_runs(out)}
     assert set(final) == {(s, k) for s in ("naive", "tuned") for k in (0, 1)}
     assert len(runs) == 4
     for (name, _), record in final.items():
-        assert record.finished and "split" not in record.config["eval"]
-        assert record.config["stream"]["valid_fraction"] == 0.0
-        assert record.config["train"]["lr"] == (3e-3 if name == "tuned" else 1e-3)
+        assert record.finished and "split" not in record.config.eval
+        assert record.config.stream["valid_fraction"] == 0.0
+        assert record.config.train["lr"] == (3e-3 if name == "tuned" else 1e-3)
     # the choice never read a test-set number: changing the test results changes nothing
     summary = final[("tuned", 0)].path / "summary.json"
     doctored = json.loads(summary.read_text())
@@ -165,9 +165,13 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     res.atomic_write_json(out / "suite.json", {"name": "swept", "spec": suite})
     for seed, acc in enumerate([0.50, 0.52, 0.51]):  # naive: 3 seeds near 50.0
         folder = res.run_dir(out, "split-mnist", "naive", seed)
-        res.atomic_write_json(folder / "config.json",
-                              {"strategy": {"name": "naive"}, "seed": seed})
-        res.atomic_write_json(folder / "summary.json", {"metrics": {"acc": acc}})
+        res.atomic_write_json(folder / "config.json", {
+            "suite": "swept", "suite_hash": "h", "version": "0", "seed": seed,
+            "stream": {"name": "split-mnist"}, "model": {"variant": "dense"},
+            "strategy": {"name": "naive", "method": "naive"}, "train": {}, "eval": {"beta": 2}})
+        res.atomic_write_json(folder / "summary.json", {
+            "joint": False, "R": [[acc]], "R0": [0.1], "curves": [], "wall_time": [],
+            "n_params": 1, "metrics": {"acc": acc}})
     rows = {r.strategy: r for r in table([out])}
     assert rows["naive"].seeds == 3 and rows["naive"].mean == pytest.approx(51.0)
     assert rows["naive"].half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from comet_cl import metrics
-from comet_cl.results import iter_runs
+from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ curve_stride = 2
 
 
 def summaries(out: Path) -> dict:
-    return {(r.config["strategy"]["name"], r.config["seed"]): r.summary for r in iter_runs(out)}
+    return {(r.config.strategy_name, r.config.seed): r.summary.to_dict() for r in iter_stored_runs(out)}
 
 
 def numbers(summary: dict) -> dict:
