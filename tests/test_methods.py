@@ -328,3 +328,32 @@ def test_methods_resume_bit_identically_from_a_pickled_plugin(make, variant):
         s.train(bench.train_stream[2])
     for a, b in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("coef", [0.5, 3.0])
+def test_quadratic_penalty_gradient_equals_autograd(coef):
+    """EWC and SI add their penalty's gradient directly (methods/quadratic.py): it must be
+    the gradient autograd gives for coef * sum w (p - a)^2, value included."""
+    from comet_cl.methods import quadratic
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    params = list(model.parameters())
+    weights = [torch.rand_like(p) for p in params]
+    anchor = [p.detach() + 0.1 * torch.randn_like(p) for p in params]
+    x, y = torch.randn(8, 20), torch.randint(0, 3, (8,))
+
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    penalty = coef * sum((w * (p - a) ** 2).sum() for p, w, a in zip(params, weights, anchor))
+    (loss + penalty).backward()
+    expected = [p.grad.clone() for p in params]
+
+    model.zero_grad(set_to_none=True)
+    params[-1].requires_grad_(False)  # a parameter without a grad gets the penalty's alone
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    params[-1].requires_grad_(True)
+    value = quadratic.add_gradient(params, weights, anchor, coef)
+    assert value.item() * coef == pytest.approx(penalty.item(), rel=1e-5)
+    for p, g in zip(params[:-1], expected[:-1]):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+    alone = 2 * coef * weights[-1] * (params[-1].detach() - anchor[-1])
+    assert torch.allclose(params[-1].grad, alone, atol=1e-6)

@@ -9,8 +9,9 @@ full pass divides the sum by N-1 (the last loop index); here it is the mean (div
 relative difference of 1/N. ``fisher_samples`` takes a random subset, like his ``fisher_n``
 (his loader shuffles; ours is seeded by the run seed and the experience, so resumes agree).
 
-Penalty added to the training loss: ``(ewc_lambda / 2) * sum_t sum_i F_t,i (theta_i -
-theta*_t,i)^2``, so ``ewc_lambda`` is on the paper's scale.
+Penalty: ``(ewc_lambda / 2) * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``, so
+``ewc_lambda`` is on the paper's scale; its gradient is added to the task loss's after the
+backward (``methods/quadratic.py``: the same math as adding it to the loss, fewer passes).
 
 - ``mode="separate"``: one term per past experience. The terms are kept summed, as
   ``F (theta - m)^2 + c`` with ``F = sum_t F_t``, ``m = sum_t F_t theta*_t / F`` and the
@@ -43,6 +44,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from comet_cl.loaders import tensor_batches
+from comet_cl.methods import quadratic
 from comet_cl.methods.classes import renumber, restrict_to
 
 MODES = ("separate", "online")
@@ -195,7 +197,8 @@ class EWC(SupervisedPlugin):
     # -- the penalty ----------------------------------------------------------------------
     def penalty(self, model: torch.nn.Module) -> Tensor:
         """(lambda/2) * sum F (theta - theta*)^2 (+ the separate terms' constant); online mode
-        applies gamma to F once more, as his ewc_loss does."""
+        applies gamma to F once more, as his ewc_loss does. The definition, for reading and
+        tests: training adds its gradient directly (after_backward)."""
         if self.fisher is None:
             return torch.zeros(())
         params = dict(model.named_parameters())
@@ -205,9 +208,19 @@ class EWC(SupervisedPlugin):
         scale = self.gamma if self.mode == "online" else 1.0
         return (self.ewc_lambda / 2) * (scale * total + self.constant)
 
-    def before_backward(self, strategy, **kwargs):
+    def after_backward(self, strategy, **kwargs):
+        """The penalty's gradient, added after the task loss's backward (methods/quadratic.py);
+        its value joins the logged loss."""
         if self.fisher is not None and self.ewc_lambda > 0:
-            strategy.loss += self.penalty(strategy.model)
+            params = dict(strategy.model.named_parameters())
+            names = list(self.fisher)
+            scale = self.gamma if self.mode == "online" else 1.0
+            total = quadratic.add_gradient([params[n] for n in names],
+                                           [self.fisher[n] for n in names],
+                                           [self.anchor[n] for n in names],
+                                           self.ewc_lambda / 2 * scale)
+            strategy.loss = strategy.loss.detach() + (self.ewc_lambda / 2) * (
+                scale * total + self.constant)
 
     # -- consolidation --------------------------------------------------------------------
     def after_training_exp(self, strategy, **kwargs):

@@ -6,7 +6,8 @@
 - At the end of an experience: ``omega += W / (delta^2 + eps)`` with ``delta`` the change of
   the weights over the experience; no clipping (Avalanche's SI clips omega at 1e-3, which puts
   its strength on another scale); the anchor becomes the current weights.
-- Penalty added to the loss: ``si_c * sum omega (theta - theta_anchor)^2`` (no 1/2).
+- Penalty: ``si_c * sum omega (theta - theta_anchor)^2`` (no 1/2), its gradient added to the
+  task loss's (``methods/quadratic.py``: same math as adding it to the loss, cheaper).
 
 The per-step update is three fused elementwise ops over preallocated per-parameter buffers
 (``torch._foreach_*``). Only omega and the anchor persist between experiences (W restarts at
@@ -18,6 +19,8 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
+
+from comet_cl.methods import quadratic
 
 
 class SI(SupervisedPlugin):
@@ -48,14 +51,20 @@ class SI(SupervisedPlugin):
         self._old = [p.clone() for p in params]
 
     def penalty(self, model) -> Tensor:
+        """si_c * sum omega (theta - anchor)^2: the definition, for reading and tests;
+        training adds its gradient directly (after_backward)."""
         if self.omega is None:
             return torch.zeros(())
         diffs = torch._foreach_sub(self._params(model), self.anchor)
         return self.si_c * sum((o * d * d).sum() for o, d in zip(self.omega, diffs))
 
-    def before_backward(self, strategy, **kwargs):
+    def after_backward(self, strategy, **kwargs):
+        """The penalty's gradient, added after the task loss's backward (methods/quadratic.py),
+        so after_update's ``p.grad`` is the total loss's gradient, as his code reads it."""
         if self.omega is not None and self.si_c > 0:
-            strategy.loss += self.penalty(strategy.model)
+            total = quadratic.add_gradient(self._params(strategy.model), self.omega,
+                                           self.anchor, self.si_c)
+            strategy.loss = strategy.loss.detach() + self.si_c * total
 
     @torch.no_grad()
     def after_update(self, strategy, **kwargs):
