@@ -88,3 +88,25 @@ def stream_kind(name: str) -> StreamKind:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"unknown stream '{name}'{hint} (known: {', '.join(STREAMS)})")
     return STREAMS[name]
+
+
+# What each model variant and architecture is, as the report labels it: (short label, what
+# it is). The COMET paper's own design and controls, or this project's extension. Light text
+# here (the report imports no torch); tests/test_declared_behaviour.py keeps one entry per
+# comet_cl.models registry name.
+VARIANT_DESIGN = {
+    "dense": ("paper control", "every unit on (p_k = 1)"),
+    "comet": ("paper (COMET)", "fixed random router, k-WTA masks per input (Shaier et al. 2025)"),
+    "smaller": ("paper control", "dense with round(p_k N) units per layer"),
+    "dropout": ("paper control", "dropout at rate 1 - p_k in training"),
+    "topk": ("paper control", "k-WTA on the backbone's own pre-activations"),
+    "bernoulli": ("extension", "a fixed random mask per training example, scaled by 1/p_k, "
+                               "none at test (this project's)"),
+    "smoe": ("added baseline", "Shazeer et al. 2017 noisy top-k trained gate at matched "
+                               "active units (this project's)"),
+}
+ARCH_DESIGN = {
+    "mlp": ("paper", "fully connected layers, units masked, as in the paper"),
+    "conv": ("extension", "conv layers; COMET masks channels, picked by the router's spatial "
+                          "mean (this project's)"),
+}

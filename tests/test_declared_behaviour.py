@@ -44,3 +44,12 @@ def test_the_check_catches_a_name_comparison():
     assert comparison(GROUPS["method"][0]).search('joint = preset.method == "joint"')
     assert comparison(GROUPS["stream"][0]).search('if "cifar" in dataset:')
     assert not comparison(GROUPS["method"][0]).search("if method.is_joint:")
+
+
+def test_every_model_variant_and_arch_has_a_design_label_for_the_report():
+    """The report labels the paper's design and this project's extensions from the light
+    catalog; it must name exactly the registries' entries."""
+    from comet_cl.catalog import ARCH_DESIGN, VARIANT_DESIGN
+    from comet_cl.models import MODELS, VARIANTS
+    assert set(VARIANT_DESIGN) == set(VARIANTS)
+    assert set(ARCH_DESIGN) == set(MODELS)

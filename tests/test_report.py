@@ -111,6 +111,17 @@ def test_pdf_has_every_section_and_the_definitions(report):
         assert definition in text, definition
 
 
+def test_the_strategies_page_labels_the_papers_design_and_our_extensions(report):
+    """Issue 13: a reader sees what is the COMET paper's and what is this project's."""
+    from comet_cl.catalog import ARCH_DESIGN, VARIANT_DESIGN
+    page = PdfReader(report.pdf).pages[_page_with(report.pdf, "Design: what the COMET")].extract_text()
+    for variant in ("comet", "dense"):
+        label, what = VARIANT_DESIGN[variant]
+        assert f"{variant}: {label}, {what}" in " ".join(page.split()), variant
+    assert "mlp arch: paper" in page and ARCH_DESIGN["mlp"][1] in " ".join(page.split())
+    assert "paper (COMET); paper arch" in page and "paper control; paper arch" in page
+
+
 @pytest.mark.slow
 def test_a_routed_run_stores_the_measured_chance_level_and_the_report_shows_it(tiny_results, report):
     summary = json.loads((_run_dir(tiny_results, "comet", 0) / "summary.json").read_text())

@@ -380,7 +380,9 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
     groups = list(dict.fromkeys(agg.group))
     swept = [g for g in groups if (sweep.group == g).any()]
     streams = list(dict.fromkeys(zip(agg.group, agg.stream)))
-    contents = [*(f"Summary across streams \u2014 {g}" for g in groups), "Missing or unfinished runs",
+    contents = [*(x for g in groups for x in (f"Summary across streams \u2014 {g}",
+                                              f"Strategies \u2014 {g}")),
+                "Missing or unfinished runs",
                 *(f"Validation sweep \u2014 {g}" for g in swept),
                 *(f"Stream {s} \u2014 {g}" for g, s in streams)]
     yield "Title", title_page(folders, suites, runs, missing, made, contents)
@@ -388,6 +390,9 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
     for group in groups:
         yield from _section(f"Summary across streams \u2014 {group}",
                             summary_pages(group, agg[agg.group == group]))
+        table, notes = tables.strategies_table([r for r in runs if r.group == group])
+        yield from _section(f"Strategies \u2014 {group}",
+                            table_pages(f"Strategies \u2014 {group}", table, None, notes))
     yield from _section("Missing or unfinished runs", missing_pages(missing))
     for group in swept:
         yield from _section(f"Validation sweep \u2014 {group}",

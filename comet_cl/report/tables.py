@@ -229,6 +229,34 @@ def stream_notes(columns: Sequence[Column]) -> list[str]:
             *[f"\u2022 {c.definition}" for c in columns]]
 
 
+def strategies_table(runs: Sequence) -> tuple[pd.DataFrame, list[str]]:
+    """What each strategy of a group trains (from its runs' configs), labelled as the COMET
+    paper's design or this project's extension (comet_cl.catalog), and the notes that say
+    what each label present means."""
+    from comet_cl.catalog import ARCH_DESIGN, VARIANT_DESIGN
+    unknown = ("?", "not in this version's registry")
+    rows, variants, archs = {}, {}, {}
+    for run in runs:
+        if run.strategy in rows:
+            continue
+        model = run.config.model
+        variant, arch = model["variant"], model.get("arch", "")
+        variants[variant] = VARIANT_DESIGN.get(variant, unknown)
+        archs[arch] = ARCH_DESIGN.get(arch, unknown)
+        settings = ", ".join([model.get("activation", "relu")] + [
+            f"{k} {v}" for k, v in sorted((model.get("options") or {}).items())])
+        rows[run.strategy] = {
+            "Strategy": run.strategy, "Method": run.config.method,
+            "Model": f"{variant} / {arch} {'x'.join(map(str, model.get('widths', [])))}",
+            "Units": settings, "Design": f"{variants[variant][0]}; {archs[arch][0]} arch"}
+    notes = ["Design: what the COMET paper (Shaier et al., ICLR 2025) defines or uses as a "
+             "control, and what is this project's extension or added baseline. A preset's "
+             "source (comet_cl/presets) says where its hyperparameters come from."]
+    notes += [f"\u2022 {v}: {label}, {what}" for v, (label, what) in variants.items()]
+    notes += [f"\u2022 {a} arch: {label}, {what}" for a, (label, what) in archs.items()]
+    return pd.DataFrame(list(rows.values())), notes
+
+
 def summary_notes() -> list[str]:
     """The legend of the summary table and its two definitions."""
     return [*TABLE_NOTES, f"{SHORT}: fewer finished seeds than the suite asks for "
