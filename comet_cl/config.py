@@ -427,6 +427,31 @@ def load_suite(spec) -> dict:
     return parse_suite(read_toml(path), path)
 
 
+# ---- writing TOML -------------------------------------------------------------------------
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def dump_toml(table: dict) -> str:
+    """``table`` as TOML text that :func:`read_toml` reads back: plain keys first, then one
+    ``[section]`` per dict value (deeper dicts inline). Suites and presets need no more."""
+    plain = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    sections = [f"\n[{k}]\n" + "\n".join(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())
+                for k, v in table.items() if isinstance(v, dict)]
+    return "\n".join(plain) + "\n" + "\n".join(sections) + ("\n" if sections else "")
+
+
 # ---- strategy presets ---------------------------------------------------------------------
 
 # The presets that ship with the package; a suite's own folder can add or shadow presets.

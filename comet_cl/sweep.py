@@ -128,35 +128,13 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
 
 # ---- tuned presets -------------------------------------------------------------------------
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def _preset_toml(preset: dict) -> str:
-    lines = [f"{k} = {_toml_value(preset[k])}" for k in ("description", "method", "model", "source")]
-    for table in ("params", "train", "model_config"):
-        if preset.get(table):
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in preset[table].items()]
-    return "\n".join(lines) + "\n"
-
-
 def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> dict[str, str]:
     """One preset file's text per tuned (stream, strategy) of a finished sweep in ``out``:
     the strategy's preset with the chosen values written in, named ``<suite>-<strategy>``
     (``<suite>-<stream>-<strategy>`` when the suite has several streams), its ``source``
     naming the suite, the grid, each point's validation score and the rule. So the values a
     protocol's sweep chose can be used elsewhere by name, and say where they came from."""
-    from comet_cl.config import preset_file, read_preset
+    from comet_cl.config import dump_toml, preset_file, read_preset
     chosen = res.read_json(Path(out) / SWEEP_FILE)
     entries = {s["name"]: s for s in suite["strategies"]}
     several = len(chosen["streams"]) > 1
@@ -181,7 +159,9 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
                 f"{scores}. Everything else as the '{entry['preset']}' preset: "
                 f"{base.get('source', '')}")
             file_name = "-".join([suite["name"]] + ([stream] if several else []) + [name])
-            texts[file_name] = _preset_toml(preset)
+            ordered = {k: preset[k] for k in ("description", "method", "model", "source")}
+            ordered.update({t: preset[t] for t in ("params", "train", "model_config") if preset[t]})
+            texts[file_name] = dump_toml(ordered)
     return texts
 
 

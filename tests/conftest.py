@@ -32,3 +32,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def small_suite(name: str, *, strategies: list, stream: str = "split-mnist",
+                n_experiences: int = 2, per_experience: int = 1000, test_per_experience: int = 200,
+                seeds: list[int] = (0, 1), widths: list[int] = (64, 64), train: dict | None = None,
+                eval: dict | None = None) -> str:
+    """The TOML text of a small real suite (the tests' one way to write one)."""
+    from comet_cl.config import dump_toml
+    return dump_toml({
+        "name": name, "seeds": list(seeds),
+        "streams": [{"name": stream, "n_experiences": n_experiences,
+                     "max_per_experience": per_experience,
+                     "max_test_per_experience": test_per_experience}],
+        "strategies": list(strategies), "model": {"widths": list(widths)},
+        "train": train or {}, "eval": eval or {}})

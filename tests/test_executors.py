@@ -25,6 +25,7 @@ import pytest
 
 from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
+from conftest import small_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -34,22 +35,8 @@ needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None
 REPO = Path(__file__).resolve().parents[1]
 COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 
-TINY = """name = "tiny-cluster"
-seeds = [0, 1]
-streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 1000, max_test_per_experience = 200 }]
-strategies = ["naive", "comet"]
-
-[model]
-widths = [64, 64]
-
-[train]
-batch_size = 32
-lr = 0.05
-
-[eval]
-curve_subset = 50
-curve_stride = 2
-"""
+TINY = small_suite("tiny-cluster", strategies=["naive", "comet"],
+                   train={"batch_size": 32, "lr": 0.05}, eval={"curve_subset": 50, "curve_stride": 2})
 
 # One run long enough to be killed between its first checkpoint and its summary.
 LONG = """name = "long-cluster"

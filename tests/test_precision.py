@@ -11,21 +11,13 @@ from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
 from comet_cl.strategies import build_strategy, load_preset
 from comet_cl.streams import make_stream
+from conftest import small_suite
 
 # Stable training (a moderate learning rate): where training is chaotic (class-incremental
 # forgetting at a high rate), bfloat16 rounding moves ACC as much as another seed does.
-SUITE = """name = "amp"
-seeds = [0]
-streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 2000, max_test_per_experience = 300 }]
-strategies = ["comet", "naive"]
-
-[model]
-widths = [128, 128]
-
-[train]
-batch_size = 32
-lr = 0.01
-"""
+SUITE = small_suite("amp", stream="permuted-mnist", n_experiences=3, per_experience=2000,
+                    test_per_experience=300, seeds=[0], strategies=["comet", "naive"],
+                    widths=[128, 128], train={"batch_size": 32, "lr": 0.01})
 
 
 def test_autocast_plugin_runs_the_forward_in_bfloat16_and_the_loss_in_float32():

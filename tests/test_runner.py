@@ -13,26 +13,13 @@ import pytest
 from comet_cl import metrics
 from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
+from conftest import small_suite
 
 pytestmark = pytest.mark.slow
 COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 
-TINY = """name = "tiny"
-seeds = [0, 1]
-streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 1000, max_test_per_experience = 200 }]
-strategies = ["naive", "comet"]
-
-[model]
-widths = [64, 64]
-
-[train]
-batch_size = 32
-lr = 0.05
-
-[eval]
-curve_subset = 100
-curve_stride = 2
-"""
+TINY = small_suite("tiny", strategies=["naive", "comet"], train={"batch_size": 32, "lr": 0.05},
+                   eval={"curve_subset": 100, "curve_stride": 2})
 
 
 def summaries(out: Path) -> dict:
