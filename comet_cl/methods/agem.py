@@ -41,10 +41,10 @@ class AGEMPlugin(ReplayPlugin):
 
     def before_training_iteration(self, strategy, **kwargs):
         self.reference = None
-        if not len(self.buffer):
+        memory = self.memory_batch(strategy)
+        if memory is None:
             return
-        slots = self.buffer.draw(self.memory_batch_size(strategy), self._draws)
-        x, y, ids = self.buffer.gather(slots, strategy.device)
+        x, y, ids = memory
         params = [p for p in strategy.model.parameters() if p.requires_grad]
         strategy.optimizer.zero_grad()
         # The same loss as the step's: over the output units training uses now.

@@ -44,10 +44,10 @@ class DERPlugin(ReplayPlugin):
 
     def before_training_iteration(self, strategy, **kwargs):
         self._memory = None
-        if not len(self.buffer):
+        memory = self.memory_batch(strategy, extras=(LOGITS,))
+        if memory is None:
             return
-        slots = self.buffer.draw(self.memory_batch_size(strategy), self._draws)
-        x, y, ids, logits = self.buffer.gather(slots, strategy.device, extras=(LOGITS,))
+        x, y, ids, logits = memory
         self._memory = (len(strategy.mb_y), y, logits)
         strategy.mbatch = join_batches(strategy.mbatch, (x, y, ids))
 

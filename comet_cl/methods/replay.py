@@ -213,15 +213,22 @@ class ReplayPlugin(SupervisedPlugin):
     def memory_batch_size(self, strategy) -> int:
         return self.batch_size_mem or strategy.train_mb_size
 
+    def memory_batch(self, strategy, extras: tuple[str, ...] = ()) -> tuple | None:
+        """This step's draw from the buffer on the strategy's device: (x, y, ids, *extras),
+        or None while the buffer is empty. ER, DER++ and A-GEM all draw this way."""
+        if not len(self.buffer):
+            return None
+        slots = self.buffer.draw(self.memory_batch_size(strategy), self._draws)
+        return self.buffer.gather(slots, strategy.device, extras=extras)
+
     def before_training_exp(self, strategy, **kwargs):
         self._draws = experience_generator(strategy, "replay-draws")
         self._fill = experience_generator(strategy, "replay-fill")
 
     def before_training_iteration(self, strategy, **kwargs):
-        if len(self.buffer):
-            slots = self.buffer.draw(self.memory_batch_size(strategy), self._draws)
-            strategy.mbatch = join_batches(strategy.mbatch,
-                                           self.buffer.gather(slots, strategy.device))
+        memory = self.memory_batch(strategy)
+        if memory is not None:
+            strategy.mbatch = join_batches(strategy.mbatch, memory)
 
     def after_training_exp(self, strategy, **kwargs):
         self.buffer.add(strategy.experience.dataset, self._fill)
