@@ -71,8 +71,9 @@ class SI(SupervisedPlugin):
         params = self._params(strategy.model)
         have = [i for i, p in enumerate(params) if p.grad is not None]
         if len(have) == len(params):
-            delta = torch._foreach_sub(params, self._old)
-            torch._foreach_addcmul_(self._w, [p.grad for p in params], delta, value=-1.0)
+            # in place, no allocation: old - new = -delta exactly, so W += grad * (old - new)
+            torch._foreach_sub_(self._old, [p.detach() for p in params])
+            torch._foreach_addcmul_(self._w, [p.grad for p in params], self._old)
         else:
             for i in have:
                 self._w[i].addcmul_(params[i].grad, params[i] - self._old[i], value=-1.0)
