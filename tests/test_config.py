@@ -205,3 +205,16 @@ def test_every_packaged_suite_plans_its_tuning_and_final_runs(name, tmp_path):
         assert len(plan(tuning, tmp_path / "sweep", seeds=[0])) == len(tuning["strategies"])
     folders = plan(suite, tmp_path / "out", seeds=[0])
     assert len(folders) == len(suite["strategies"]) * len(suite["streams"])
+
+
+def test_dump_toml_reads_back_as_written():
+    import tomllib
+
+    from comet_cl.config import dump_toml
+    table = {"name": 'a "quoted" \\ name', "seeds": [0, 1], "flag": True, "small": 1e-05,
+             "streams": [{"name": "split-mnist", "class_order": "random"}],
+             "strategies": ["naive", {"preset": "ewc", "params": {"ewc_lambda": 1e8}}],
+             "model": {"widths": [64, 64], "options": {"k_rule": "floor"}}, "eval": {}}
+    assert tomllib.loads(dump_toml(table)) == table
+    with pytest.raises(TypeError, match="cannot write"):
+        dump_toml({"x": object()})
