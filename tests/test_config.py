@@ -211,7 +211,7 @@ def test_dump_toml_reads_back_as_written():
     import tomllib
 
     from comet_cl.config import dump_toml
-    table = {"name": 'a "quoted" \\ name', "seeds": [0, 1], "flag": True, "small": 1e-05,
+    table = {"name": 'a "quoted" \\ name\nover two lines\t', "seeds": [0, 1], "flag": True, "small": 1e-05,
              "streams": [{"name": "split-mnist", "class_order": "random"}],
              "strategies": ["naive", {"preset": "ewc", "params": {"ewc_lambda": 1e8}}],
              "model": {"widths": [64, 64], "options": {"k_rule": "floor"}}, "eval": {}}
