@@ -39,14 +39,9 @@ def _load_heavy(module: str):
     return loaded
 
 
-def _names(text: str) -> list[str]:
-    """One --strategies argument: a name, or several joined by commas."""
-    return [n for n in text.split(",") if n]
-
-
 def _run(args) -> int:
-    if args.strategies is not None:  # each argument is a list (names may be comma-joined)
-        args.strategies = [n for names in args.strategies for n in names]
+    if args.strategies is not None:  # names may also come comma-joined: "naive,ewc"
+        args.strategies = [n for arg in args.strategies for n in arg.split(",") if n]
     from comet_cl.config import load_suite
     load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -210,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
                          "continues an interrupted suite.")
     run.add_argument("spec", type=Path, help="suite spec: a TOML file, or the name of a packaged suite "
                      "(e.g. quick; 'comet-cl list' shows them)")
-    run.add_argument("--strategies", nargs="+", metavar="NAME", type=_names,
+    run.add_argument("--strategies", nargs="+", metavar="NAME",
                      help="run only these strategies of the suite (default: all); "
                           "space- or comma-separated")
     run.add_argument("--seeds", type=_positive_int, metavar="N",

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from comet_cl import results as res
-from comet_cl.config import MODEL_KEYS, TRAIN_KEYS, ConfigError
+from comet_cl.config import (MODEL_KEYS, TRAIN_KEYS, ConfigError, dump_toml, load_suite,
+                             preset_file, read_preset, suite_path)
+from comet_cl.contract import iter_stored_runs
+from comet_cl.metrics import acc as final_acc
 
 SWEEP_DIR = "sweep"
 SWEEP_FILE = "sweep.json"
@@ -90,8 +93,6 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     ``out/sweep``; write ``out/sweep.json`` and return the overrides for :func:`runner.plan`:
     ``{(stream, strategy): point}``. Raises ConfigError while tuning runs are unfinished."""
     out = Path(out)
-    from comet_cl.contract import iter_stored_runs
-    from comet_cl.metrics import acc as final_acc
     acc: dict[tuple[str, str, int], float] = {}
     for run in iter_stored_runs(out / SWEEP_DIR):
         if run.finished:  # ACC from the stored matrix R (the summary's metrics are a check)
@@ -134,7 +135,6 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
     (``<suite>-<stream>-<strategy>`` when the suite has several streams), its ``source``
     naming the suite, the grid, each point's validation score and the rule. So the values a
     protocol's sweep chose can be used elsewhere by name, and say where they came from."""
-    from comet_cl.config import dump_toml, preset_file, read_preset
     chosen = res.read_json(Path(out) / SWEEP_FILE)
     entries = {s["name"]: s for s in suite["strategies"]}
     several = len(chosen["streams"]) > 1
@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m comet_cl.sweep SUITE OUT --presets DIR``: write the tuned presets."""
     import argparse
 
-    from comet_cl.config import load_suite, suite_path
     parser = argparse.ArgumentParser(prog="python -m comet_cl.sweep", description=main.__doc__)
     parser.add_argument("suite", help="the suite (a packaged name or a file)")
     parser.add_argument("out", type=Path, help="its results folder, holding sweep.json")

@@ -1,15 +1,21 @@
 """Bad suite specs and presets fail before training, naming the file, key/line and a fix."""
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from comet_cl.config import ConfigError, load_suite, parse_suite
+from comet_cl.config import ConfigError, load_suite, packaged_suites, parse_suite, suite_path
+from comet_cl.contract import RunConfig
 from comet_cl.runner import plan
 from comet_cl.strategies import load_preset
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def read_config(folder: Path) -> RunConfig:
+    return RunConfig.read(folder / "config.json")
 
 GOOD = """name = "tiny"
 seeds = [0]
@@ -112,7 +118,7 @@ def test_strategy_filter_must_name_a_strategy_of_the_suite(tmp_path):
 
 
 def test_packaged_suites_run_by_name_and_paths_still_work(tmp_path):
-    from comet_cl.config import SUITES_DIR, suite_path
+    from comet_cl.config import SUITES_DIR
     assert suite_path("quick") == SUITES_DIR / "quick.toml"
     assert suite_path("permuted-mnist") == SUITES_DIR / "permuted_mnist.toml"
     own = tmp_path / "quick.toml"  # a user's own file wins over the packaged suite of that name
@@ -154,14 +160,9 @@ def test_the_papers_comet_preset_reaches_the_run_config_and_builds_the_papers_mo
     import torch
 
     from comet_cl.models import build_model
-    from comet_cl.results import CONFIG_FILE, read_json
-
-    def read_config(folder):
-        return read_json(folder / CONFIG_FILE)
-    import tomllib
     without = PAPER.replace(', model = { options = { k_rule = "round" } }', '')
     folders = plan(parse_suite(tomllib.loads(without)), tmp_path / "out")
-    models = {read_config(f)["strategy"]["name"]: read_config(f)["model"] for f in folders}
+    models = {c.strategy_name: c.model for c in map(read_config, folders)}
     assert models["comet"]["activation"] == "relu" and models["comet"]["options"] == {}
     paper, deep = models["comet-paper"], models["comet-paper-deep"]
     assert paper["activation"] == "softplus" and paper["options"] == {"k_rule": "floor"}
@@ -173,11 +174,10 @@ def test_the_papers_comet_preset_reaches_the_run_config_and_builds_the_papers_mo
     assert isinstance(net.blocks[0].act, torch.nn.Softplus)
     # a stream's own options merge with the preset's, and the preset's win
     both = plan(parse_suite(tomllib.loads(PAPER)), tmp_path / "out2", strategies=["comet-paper"])
-    assert read_config(both[0])["model"]["options"] == {"k_rule": "floor"}
+    assert read_config(both[0]).model["options"] == {"k_rule": "floor"}
 
 
 def test_a_preset_model_config_with_an_unknown_key_or_option_is_refused(tmp_path):
-    import tomllib
     presets = tmp_path / "strategies"
     presets.mkdir()
     (presets / "odd.toml").write_text('method = "naive"\nmodel = "dense"\n'
@@ -191,13 +191,11 @@ def test_a_preset_model_config_with_an_unknown_key_or_option_is_refused(tmp_path
         load_preset("typo", presets)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in __import__("comet_cl.config", fromlist=["x"])
-                                        .packaged_suites() if "_" not in n))
+@pytest.mark.parametrize("name", sorted({p.stem for p in packaged_suites().values()}))
 def test_every_packaged_suite_plans_its_tuning_and_final_runs(name, tmp_path):
     """Every strategy of every packaged suite resolves to a preset and model, and every sweep
     grid names a strategy of the suite and settings it takes, before anything trains."""
     from comet_cl import sweep
-    from comet_cl.config import suite_path
     suite = load_suite(suite_path(name))
     tuning = sweep.tuning_suite(suite)
     if tuning is not None:
@@ -208,8 +206,6 @@ def test_every_packaged_suite_plans_its_tuning_and_final_runs(name, tmp_path):
 
 
 def test_dump_toml_reads_back_as_written():
-    import tomllib
-
     from comet_cl.config import dump_toml
     table = {"name": 'a "quoted" \\ name\nover two lines\t', "seeds": [0, 1], "flag": True, "small": 1e-05,
              "streams": [{"name": "split-mnist", "class_order": "random"}],

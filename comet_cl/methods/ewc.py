@@ -201,24 +201,25 @@ class EWC(SupervisedPlugin):
         tests: training adds its gradient directly (after_backward)."""
         if self.fisher is None:
             return torch.zeros(())
+        params, fisher, anchor, scale = self._terms(model)
+        diffs = torch._foreach_sub(params, anchor)
+        total = sum((f * d * d).sum() for f, d in zip(fisher, diffs))
+        return (self.ewc_lambda / 2) * (scale * total + self.constant)
+
+    def _terms(self, model: torch.nn.Module) -> tuple[list, list, list, float]:
+        """The penalty's parameters, Fisher diagonals and anchors, in one order, and the
+        factor online mode puts on F once more."""
         params = dict(model.named_parameters())
         names = list(self.fisher)
-        diffs = torch._foreach_sub([params[n] for n in names], [self.anchor[n] for n in names])
-        total = sum((f * d * d).sum() for f, d in zip((self.fisher[n] for n in names), diffs))
-        scale = self.gamma if self.mode == "online" else 1.0
-        return (self.ewc_lambda / 2) * (scale * total + self.constant)
+        return ([params[n] for n in names], [self.fisher[n] for n in names],
+                [self.anchor[n] for n in names], self.gamma if self.mode == "online" else 1.0)
 
     def after_backward(self, strategy, **kwargs):
         """The penalty's gradient, added after the task loss's backward (methods/quadratic.py);
         its value joins the logged loss."""
         if self.fisher is not None and self.ewc_lambda > 0:
-            params = dict(strategy.model.named_parameters())
-            names = list(self.fisher)
-            scale = self.gamma if self.mode == "online" else 1.0
-            total = quadratic.add_gradient([params[n] for n in names],
-                                           [self.fisher[n] for n in names],
-                                           [self.anchor[n] for n in names],
-                                           self.ewc_lambda / 2 * scale)
+            params, fisher, anchor, scale = self._terms(strategy.model)
+            total = quadratic.add_gradient(params, fisher, anchor, self.ewc_lambda / 2 * scale)
             strategy.loss = strategy.loss.detach() + (self.ewc_lambda / 2) * (
                 scale * total + self.constant)
 
