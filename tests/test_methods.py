@@ -333,7 +333,7 @@ def test_methods_resume_bit_identically_from_a_pickled_plugin(make, variant):
 @pytest.mark.parametrize("coef", [0.5, 3.0])
 def test_quadratic_penalty_gradient_equals_autograd(coef):
     """EWC and SI add their penalty's gradient directly (methods/quadratic.py): it must be
-    the gradient autograd gives for coef * sum w (p - a)^2, value included."""
+    the gradient autograd gives for coef * sum w (p - a)^2; quadratic.value its value."""
     from comet_cl.methods import quadratic
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
@@ -351,7 +351,8 @@ def test_quadratic_penalty_gradient_equals_autograd(coef):
     params[-1].requires_grad_(False)  # a parameter without a grad gets the penalty's alone
     torch.nn.functional.cross_entropy(model(x), y).backward()
     params[-1].requires_grad_(True)
-    value = quadratic.add_gradient(params, weights, anchor, coef)
+    quadratic.add_gradient(params, weights, anchor, coef)
+    value = quadratic.value(params, weights, anchor)
     assert value.item() * coef == pytest.approx(penalty.item(), rel=1e-5)
     for p, g in zip(params[:-1], expected[:-1]):
         assert torch.allclose(p.grad, g, atol=1e-6)

@@ -59,7 +59,7 @@ def suite_spec(strategies: list[str], args) -> dict:
             "streams": [{"name": "permuted-mnist", "n_experiences": args.experiences,
                          "max_per_experience": args.samples, "max_test_per_experience": 1000}],
             "model": {"arch": "mlp", "widths": [1000, 1000], "p_k": 0.5},
-            "train": {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
+            "train": {"epochs": args.epochs, "batch_size": 128, "optimizer": "sgd", "lr": 0.01,
                       "momentum": 0.9, **({"fused": True} if args.fused else {})},
             "eval": {"beta": 10, "curve_subset": 1000, "curve_stride": 10, "batch_size": 1000}}
 
@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=15000, help="training images per experience")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the whole stream")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per experience (the issue's table: 1; EWC's once-per-"
+                             "experience Fisher pass weighs 1/epochs of it)")
     parser.add_argument("--only", default="", help="comma-separated presets (naive is always in)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--fused", action="store_true",
@@ -128,7 +131,7 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, permuted MNIST "
           f"{args.experiences} x {args.samples} images, MLP 784-1000-1000-10, batch 128, "
-          f"1 epoch, {args.repeats} repeats{', fused SGD' if args.fused else ''}; "
+          f"{args.epochs} epoch(s), {args.repeats} repeats{', fused SGD' if args.fused else ''}; "
           f"{time.perf_counter() - started:.0f} s; load average "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(f"{'strategy':<16}{'s / exp':>9}{'x naive':>9}{'target':>9}{'':>6}")

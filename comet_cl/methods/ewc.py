@@ -202,8 +202,7 @@ class EWC(SupervisedPlugin):
         if self.fisher is None:
             return torch.zeros(())
         params, fisher, anchor, scale = self._terms(model)
-        diffs = torch._foreach_sub(params, anchor)
-        total = sum((f * d * d).sum() for f, d in zip(fisher, diffs))
+        total = quadratic.value(params, fisher, anchor)
         return (self.ewc_lambda / 2) * (scale * total + self.constant)
 
     def _terms(self, model: torch.nn.Module) -> tuple[list, list, list, float]:
@@ -216,12 +215,10 @@ class EWC(SupervisedPlugin):
 
     def after_backward(self, strategy, **kwargs):
         """The penalty's gradient, added after the task loss's backward (methods/quadratic.py);
-        its value joins the logged loss."""
+        ``strategy.loss`` stays the task loss (the penalty's value is not computed per step)."""
         if self.fisher is not None and self.ewc_lambda > 0:
             params, fisher, anchor, scale = self._terms(strategy.model)
-            total = quadratic.add_gradient(params, fisher, anchor, self.ewc_lambda / 2 * scale)
-            strategy.loss = strategy.loss.detach() + (self.ewc_lambda / 2) * (
-                scale * total + self.constant)
+            quadratic.add_gradient(params, fisher, anchor, self.ewc_lambda / 2 * scale)
 
     # -- consolidation --------------------------------------------------------------------
     def after_training_exp(self, strategy, **kwargs):

@@ -55,16 +55,16 @@ class SI(SupervisedPlugin):
         training adds its gradient directly (after_backward)."""
         if self.omega is None:
             return torch.zeros(())
-        diffs = torch._foreach_sub(self._params(model), self.anchor)
-        return self.si_c * sum((o * d * d).sum() for o, d in zip(self.omega, diffs))
+        return self.si_c * quadratic.value(self._params(model), self.omega, self.anchor)
 
     def after_backward(self, strategy, **kwargs):
         """The penalty's gradient, added after the task loss's backward (methods/quadratic.py),
-        so after_update's ``p.grad`` is the total loss's gradient, as his code reads it."""
+        so after_update's ``p.grad`` is the total loss's gradient, as his code reads it.
+        ``strategy.loss`` stays the task loss: the penalty's value is not computed per step
+        (quadratic.py)."""
         if self.omega is not None and self.si_c > 0:
-            total = quadratic.add_gradient(self._params(strategy.model), self.omega,
-                                           self.anchor, self.si_c)
-            strategy.loss = strategy.loss.detach() + self.si_c * total
+            quadratic.add_gradient(self._params(strategy.model), self.omega, self.anchor,
+                                   self.si_c)
 
     @torch.no_grad()
     def after_update(self, strategy, **kwargs):
