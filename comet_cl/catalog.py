@@ -70,6 +70,11 @@ class StreamKind:
 # How pixels reach the model: "standardized" (per-channel mean 0, std 1, this project's
 # default) or "unit" (x / 255, as van de Ven & Tolias feed their MLPs). comet_cl.streams applies it.
 PIXELS = ("standardized", "unit")
+# Named class orders of a split stream (besides an explicit permutation): "random" draws one
+# from the run seed with torch; "vandeven" draws it as van de Ven & Tolias' data.py does
+# (np.random.seed(seed); p = np.random.permutation(n); experience t = the classes c with
+# p[c] in {2t, 2t+1}), so a run with seed s gets the pairs (and Domain-IL labels) of their seed s.
+CLASS_ORDERS = ("random", "vandeven")
 
 STREAMS: dict[str, StreamKind] = {
     "permuted-mnist": StreamKind("mnist", "permuted", 10, 10),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comet_cl.catalog import PIXELS, STREAMS
+from comet_cl.catalog import CLASS_ORDERS, PIXELS, STREAMS
 
 
 class ConfigError(ValueError):
@@ -108,9 +108,11 @@ _TYPES = {
     "list": lambda v: isinstance(v, list),
     "int list": lambda v: isinstance(v, list) and all(_TYPES["int"](x) for x in v),
     "number list": lambda v: isinstance(v, list) and all(_TYPES["number"](x) for x in v),
-    "int list or 'random'": lambda v: v == "random" or _TYPES["int list"](v),
+    "int list or class-order name": lambda v: v in CLASS_ORDERS or _TYPES["int list"](v),
 }
-_TYPE_WORDS = {"number": "a finite number"}
+_TYPE_WORDS = {"number": "a finite number",
+               "int list or class-order name": "a permutation of the class ids or one of "
+                                               + ", ".join(repr(o) for o in CLASS_ORDERS)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def _optimizers():
 STREAM_KEYS = {
     "name": Rule("str"),
     "n_experiences": Rule("int"),  # range depends on the stream: see _stream
-    "class_order": Rule("int list or 'random'"),
+    "class_order": Rule("int list or class-order name"),
     "max_per_experience": Rule("int", positive),
     "max_test_per_experience": Rule("int", positive),
     "valid_fraction": Rule("number", in_range(0, 1, hi_open=True)),
@@ -320,9 +322,11 @@ def _stream(entry, path, i: int, model: dict) -> dict:
     if "n_experiences" in entry and (why := kind.experiences_error(entry["n_experiences"])):
         raise ConfigError(f"{_where(path, prefix, 'n_experiences')}: {why}")
     order = entry.get("class_order", "random")
-    if order != "random" and sorted(order) != list(range(kind.n_classes)):
-        raise ConfigError(f"{_where(path, prefix, 'class_order')}: must be 'random' or a "
-                          f"permutation of 0..{kind.n_classes - 1}, got {order}")
+    if order not in CLASS_ORDERS and (isinstance(order, str)
+                                      or sorted(order) != list(range(kind.n_classes))):
+        raise ConfigError(f"{_where(path, prefix, 'class_order')}: must be one of "
+                          f"{', '.join(repr(o) for o in CLASS_ORDERS)} or a permutation of "
+                          f"0..{kind.n_classes - 1}, got {order!r}")
     entry = dict(entry)
     own_model = check_table(entry.pop("model", {}), MODEL_KEYS, path, f"{prefix}.model")
     merged = {"arch": default_arch(entry["name"]), **model, **own_model}

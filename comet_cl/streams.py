@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 import comet_cl._avalanche  # noqa: F401, I001  (first: Avalanche without its QP-solver warning)
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset
 
 from comet_cl import data
 # The registry itself is light metadata (no torch): it lives in comet_cl.catalog.
-from comet_cl.catalog import PIXELS, STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
+from comet_cl.catalog import CLASS_ORDERS, PIXELS, STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
 
 # Per-channel mean and std of each training set (the usual published figures).
 NORMALIZATION = {
@@ -49,7 +50,8 @@ class StreamSpec:
     """Everything that fixes a stream. The same spec always gives the same stream.
 
     class_order: None keeps the natural order (0 1 | 2 3 | ...), "random" shuffles it with the
-    seed, a list gives it explicitly. max_per_experience / max_test_per_experience cap the
+    seed, "vandeven" shuffles it as van de Ven & Tolias' code does for the same seed
+    (catalog.CLASS_ORDERS), a list gives it explicitly. max_per_experience / max_test_per_experience cap the
     samples of each experience (a seeded subset) for quick runs. valid_fraction carves a
     validation split from each experience's training data (Avalanche's ``valid_stream``).
     pixels: "standardized" (per-channel mean 0, std 1: this project's default) or "unit"
@@ -72,6 +74,9 @@ class StreamSpec:
     def __post_init__(self):
         if self.pixels not in PIXELS:
             raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
+        if isinstance(self.class_order, str) and self.class_order not in CLASS_ORDERS:
+            raise ValueError(f"class_order must be one of {', '.join(CLASS_ORDERS)} or a "
+                             f"permutation, got {self.class_order!r}")
         if not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"pad must be a non-negative int, got {self.pad!r}")
 
@@ -190,6 +195,9 @@ def _class_order(spec: StreamSpec) -> list[int]:
     if spec.class_order == "random":
         g = torch.Generator().manual_seed(spec.seed)
         return torch.randperm(n, generator=g).tolist()
+    if spec.class_order == "vandeven":  # their p maps class -> slot; the order lists slot -> class
+        p = np.random.RandomState(spec.seed).permutation(n)
+        return np.argsort(p).tolist()
     order = [int(c) for c in spec.class_order]
     if sorted(order) != list(range(n)):
         raise ValueError(f"class_order must be a permutation of 0..{n - 1}, got {order}")

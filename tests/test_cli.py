@@ -89,6 +89,9 @@ BAD_VALUES = {
     "class_order": ("max_per_experience = 100", "max_per_experience = 100, "
                     "class_order = [0, 1, 2]", "'streams[0].class_order' (line 3)",
                     "permutation of 0..9"),
+    "class_order name": ("max_per_experience = 100", "max_per_experience = 100, "
+                         "class_order = 'sorted'", "'streams[0].class_order' (line 3)",
+                         "'vandeven'"),
     "strategies empty": ('strategies = ["naive"]', "strategies = []", "'strategies' (line 4)",
                          "must not be empty"),
     "strategy params": ('strategies = ["naive"]',

@@ -56,6 +56,31 @@ def test_domain_incremental_split_mnist_labels_the_position_in_the_pair():
         assert torch.equal(y_dom, (y_cls == pair[1]).long())  # ... labelled first/second
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_vandeven_class_order_draws_their_pairs_and_labels(seed):
+    """class_order = "vandeven" gives, for seed s, the digit pairs and Domain-IL labels of van
+    de Ven & Tolias' data.py with seed s: np.random.seed(s); p = np.random.permutation(10);
+    experience t holds the digits d with p[d] in {2t, 2t+1}, labelled p[d] - 2t."""
+    import numpy as np
+    _mnist_or_skip()
+    np.random.seed(seed)
+    p = np.random.permutation(list(range(10)))  # their line, verbatim
+    opts = dict(class_order="vandeven", seed=seed, max_per_experience=300,
+                max_test_per_experience=100)
+    dom, cls = make_stream("split-mnist-domain", **opts), make_stream("split-mnist", **opts)
+    for t, (d, c) in enumerate(zip(dom.train_stream, cls.train_stream)):
+        _, y_dom, ids_dom, _ = next(iter(tensor_batches(d.dataset, 300, shuffle=False)))
+        _, digit, ids_cls, _ = next(iter(tensor_batches(c.dataset, 300, shuffle=False)))
+        assert torch.equal(ids_dom, ids_cls)
+        assert set(digit.tolist()) == {d_ for d_ in range(10) if p[d_] // 2 == t}
+        assert torch.equal(y_dom, torch.as_tensor(p)[digit] - 2 * t)
+    other = make_stream("split-mnist", **{**opts, "seed": seed + 1})
+    assert [set(e.dataset.targets) for e in other.train_stream] != [
+        set(e.dataset.targets) for e in cls.train_stream]
+    with pytest.raises(ValueError, match="vandeven"):
+        make_stream("split-mnist", class_order="van-de-ven")
+
+
 def test_adam_settings_reach_the_optimizer():
     model = torch.nn.Linear(3, 2)
     opt = make_optimizer(model, {"optimizer": "adam", "lr": 1e-4, "betas": [0.8, 0.99]})
