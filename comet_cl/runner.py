@@ -21,6 +21,7 @@ import platform
 import random
 import signal
 import subprocess
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -471,6 +472,7 @@ class LocalExecutor:
             return
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        term = _exit_on_sigterm()
         try:
             # Workers are born ignoring SIGINT: on Ctrl-C only this process speaks, and
             # stops them (below); each run resumes from its last checkpoint next time.
@@ -490,7 +492,24 @@ class LocalExecutor:
                 proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            if term is not None:
+                signal.signal(signal.SIGTERM, term)
         pool.shutdown()
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM (``kill``, a scheduler's stop) raise SystemExit in this process, so the
+    pool's clean-up above stops the workers too. Python's default SIGTERM action ends the
+    process on the spot, which left the workers running on as orphans (measured: two runs kept
+    training after their ``comet-cl run`` was killed). Returns the previous handler, or None
+    off the main thread, where handlers cannot be set (the default stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _worker(folder: Path, data_root, device: str, threads: int, log=()) -> dict:

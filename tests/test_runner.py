@@ -121,6 +121,50 @@ def test_run_killed_mid_way_resumes_to_identical_results(tmp_path):
     assert numbers(a) == numbers(b)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's zombie waits for a reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_sigterm_stops_the_parallel_workers_too(tmp_path):
+    """``kill`` (SIGTERM) on ``comet-cl run --workers 2`` stops its workers as well: Python's
+    default SIGTERM ended only the parent and left them training on as orphans."""
+    spec = tmp_path / "two.toml"
+    spec.write_text(RESUMABLE.replace("seeds = [3]", "seeds = [3, 4]")
+                    .replace('["comet-replay"]', '["naive"]'))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--quiet",
+                                        "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = [out / "runs" / "permuted-mnist" / "naive" / f"seed-{s}" / "events.jsonl"
+               for s in (3, 4)]
+    deadline = time.time() + 240
+    while not all(f.exists() for f in started) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the runs ended before the test could stop them: {proc.stderr.read()}"
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.time() + 30
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their comet-cl run"
+    assert not any((f.parent / "summary.json").exists() for f in started)
+
+
 def test_bad_input_through_the_command(tmp_path):
     spec = tmp_path / "bad.toml"
     spec.write_text(TINY.replace("lr = 0.05", "lr = 0.05\nepohcs = 2"))
