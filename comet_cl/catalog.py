@@ -66,6 +66,16 @@ class StreamKind:
             return f"at most {MAX_PERMUTED_EXPERIENCES} for a permuted stream, got {n}"
         return None
 
+    def class_order_error(self, order) -> str | None:
+        """Why ``order`` is not a class order of this stream (a name of CLASS_ORDERS, a
+        permutation of the class ids, or None for the natural order), or None when it is."""
+        if order is None or (isinstance(order, str) and order in CLASS_ORDERS):
+            return None
+        if isinstance(order, str) or sorted(order) != list(range(self.n_classes)):
+            return (f"must be one of {', '.join(repr(o) for o in CLASS_ORDERS)} or a "
+                    f"permutation of 0..{self.n_classes - 1}, got {order!r}")
+        return None
+
 
 # How pixels reach the model: "standardized" (per-channel mean 0, std 1, this project's
 # default) or "unit" (x / 255, as van de Ven & Tolias feed their MLPs). comet_cl.streams applies it.

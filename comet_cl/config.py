@@ -321,12 +321,8 @@ def _stream(entry, path, i: int, model: dict) -> dict:
     kind = STREAMS[entry["name"]]
     if "n_experiences" in entry and (why := kind.experiences_error(entry["n_experiences"])):
         raise ConfigError(f"{_where(path, prefix, 'n_experiences')}: {why}")
-    order = entry.get("class_order", "random")
-    if order not in CLASS_ORDERS and (isinstance(order, str)
-                                      or sorted(order) != list(range(kind.n_classes))):
-        raise ConfigError(f"{_where(path, prefix, 'class_order')}: must be one of "
-                          f"{', '.join(repr(o) for o in CLASS_ORDERS)} or a permutation of "
-                          f"0..{kind.n_classes - 1}, got {order!r}")
+    if why := kind.class_order_error(entry.get("class_order", "random")):
+        raise ConfigError(f"{_where(path, prefix, 'class_order')}: {why}")
     entry = dict(entry)
     own_model = check_table(entry.pop("model", {}), MODEL_KEYS, path, f"{prefix}.model")
     merged = {"arch": default_arch(entry["name"]), **model, **own_model}

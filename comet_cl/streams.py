@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from comet_cl import data
 # The registry itself is light metadata (no torch): it lives in comet_cl.catalog.
-from comet_cl.catalog import CLASS_ORDERS, PIXELS, STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
+from comet_cl.catalog import PIXELS, STREAMS, StreamKind, stream_kind  # noqa: F401  (re-exported)
 
 # Per-channel mean and std of each training set (the usual published figures).
 NORMALIZATION = {
@@ -51,8 +51,8 @@ class StreamSpec:
 
     class_order: None keeps the natural order (0 1 | 2 3 | ...), "random" shuffles it with the
     seed, "vandeven" shuffles it as van de Ven & Tolias' code does for the same seed
-    (catalog.CLASS_ORDERS), a list gives it explicitly. max_per_experience / max_test_per_experience cap the
-    samples of each experience (a seeded subset) for quick runs. valid_fraction carves a
+    (catalog.CLASS_ORDERS), a list gives it explicitly. max_per_experience /
+    max_test_per_experience cap the samples of each experience (a seeded subset) for quick runs. valid_fraction carves a
     validation split from each experience's training data (Avalanche's ``valid_stream``).
     pixels: "standardized" (per-channel mean 0, std 1: this project's default) or "unit"
     (x / 255 in [0, 1], what van de Ven & Tolias feed their MLPs). pad: zero pixels added on
@@ -74,9 +74,8 @@ class StreamSpec:
     def __post_init__(self):
         if self.pixels not in PIXELS:
             raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
-        if isinstance(self.class_order, str) and self.class_order not in CLASS_ORDERS:
-            raise ValueError(f"class_order must be one of {', '.join(CLASS_ORDERS)} or a "
-                             f"permutation, got {self.class_order!r}")
+        if self.class_order is not None and (why := self.kind.class_order_error(self.class_order)):
+            raise ValueError(f"class_order {why}")
         if not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"pad must be a non-negative int, got {self.pad!r}")
 
@@ -198,10 +197,7 @@ def _class_order(spec: StreamSpec) -> list[int]:
     if spec.class_order == "vandeven":  # their p maps class -> slot; the order lists slot -> class
         p = np.random.RandomState(spec.seed).permutation(n)
         return np.argsort(p).tolist()
-    order = [int(c) for c in spec.class_order]
-    if sorted(order) != list(range(n)):
-        raise ValueError(f"class_order must be a permutation of 0..{n - 1}, got {order}")
-    return order
+    return [int(c) for c in spec.class_order]  # checked in StreamSpec.__post_init__
 
 
 def _split_classes(spec: StreamSpec) -> list[list[int]]:

@@ -29,8 +29,7 @@ def add_gradient(params: Sequence[Tensor], weights: Sequence[Tensor], anchor: Se
     the gradient of ``coef * sum w (p - a)^2``."""
     params = list(params)
     diffs = torch._foreach_sub(params, list(anchor))
-    have = [i for i, p in enumerate(params) if p.grad is not None]
-    if len(have) == len(params):
+    if all(p.grad is not None for p in params):
         torch._foreach_addcmul_([p.grad for p in params], list(weights), diffs, value=2 * coef)
         return
     for p, w, d in zip(params, weights, diffs):
