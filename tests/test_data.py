@@ -282,9 +282,15 @@ def test_failed_download_is_reported(nowhere, monkeypatch):
 
 # ---------------------------------------------------------------- caching
 
-def test_parsed_cache_is_written_and_used_across_processes(mnist, session_cache, monkeypatch):
-    monkeypatch.setenv("COMET_CL_CACHE", str(session_cache))
-    assert len(list((session_cache / "parsed").glob("mnist-*.pt"))) == 1
+def test_parsed_cache_is_written_and_used_across_processes(mnist, tmp_path, monkeypatch):
+    # As a fresh process sees it: nothing memoised (an earlier test module may have loaded
+    # MNIST already, which would skip the parse and the cache write this test is about).
+    monkeypatch.setenv("COMET_CL_CACHE", str(tmp_path))
+    monkeypatch.setenv("COMET_CL_OFFLINE", "1")
+    data._load_source.cache_clear()
+    data.load("mnist")
+    assert len(list((tmp_path / "parsed").glob("mnist-*.pt"))) == 1
+    data._load_source.cache_clear()  # the next process
     monkeypatch.setattr(data, "_parse", lambda source: pytest.fail("parsed again"))
     for got, want in zip(data.load("mnist"), mnist, strict=True):
         assert torch.equal(got, want)
