@@ -86,6 +86,13 @@ def lca(curves: Sequence[Curve], beta: int = BETA) -> float:
     return float(np.mean(z))
 
 
+def _first_step_at(curve: Curve, target: float) -> int:
+    """The first recorded minibatch count whose accuracy reaches ``target``; the curve's last
+    step when it never does (a lower bound: a mean is never optimistic by omission)."""
+    hit = [s for s, a in curve if a >= target]
+    return min(hit) if hit else max(s for s, _ in curve)
+
+
 def steps_to_threshold(
     curves: Sequence[Curve], R: Matrix, fraction: float = THRESHOLD
 ) -> float:
@@ -95,12 +102,19 @@ def steps_to_threshold(
     r = _square(R)
     if len(curves) != r.shape[0]:
         raise ValueError(f"need one curve per experience ({r.shape[0]}), got {len(curves)}")
-    steps = []
-    for k, curve in enumerate(curves):
-        target = fraction * r[k, k]
-        hit = [s for s, a in curve if a >= target]
-        steps.append(min(hit) if hit else max(s for s, _ in curve))
-    return float(np.mean(steps))
+    return float(np.mean([_first_step_at(c, fraction * r[k, k]) for k, c in enumerate(curves)]))
+
+
+def steps_to_accuracy(curves: Sequence[Curve], level: float) -> float:
+    """Mean over experiences of the first recorded minibatch count at which the accuracy
+    reaches the fixed ``level`` (a fraction), the last recorded step where it never does.
+
+    Unlike :func:`steps_to_threshold`, whose target is each run's own final accuracy, one
+    level serves every model: a model that ends lower does not get an easier target, which
+    is what a comparison of learning speed across models needs."""
+    if not curves:
+        raise ValueError("need at least one learning curve")
+    return float(np.mean([_first_step_at(c, level) for c in curves]))
 
 
 def summarize(

@@ -70,6 +70,20 @@ def test_steps_to_threshold_first_point_reaching_the_fraction():
     assert metrics.steps_to_threshold([c0, never], r) == pytest.approx(6.0)
 
 
+def test_steps_to_accuracy_one_level_for_every_run():
+    fast_low = [(0, 0.1), (10, 0.4), (20, 0.44)]  # reaches 0.4 at 10, ends at 0.44
+    slow_high = [(0, 0.1), (10, 0.3), (20, 0.5), (30, 0.9)]  # reaches 0.4 at 20
+    assert metrics.steps_to_accuracy([fast_low], 0.4) == 10
+    assert metrics.steps_to_accuracy([slow_high], 0.4) == 20
+    # a threshold at 90% of its own final: 0.9 x 0.44 is reached at 10, 0.9 x 0.9 at 30
+    assert metrics.steps_to_threshold([fast_low], [[0.44]]) == 10
+    assert metrics.steps_to_threshold([slow_high], [[0.9]]) == 30
+    assert metrics.steps_to_accuracy([fast_low, slow_high], 0.4) == pytest.approx(15)
+    assert metrics.steps_to_accuracy([fast_low], 0.6) == 20  # never: its last step, a lower bound
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.steps_to_accuracy([], 0.4)
+
+
 def test_single_experience_has_no_transfer():
     s = metrics.summarize([[0.9]], [0.1])
     assert s["acc"] == pytest.approx(0.9)
