@@ -237,6 +237,7 @@ SUITE_KEYS = {
     "strategies": Rule("list", each(lambda v: None)),
     "model": Rule("table"), "train": Rule("table"), "eval": Rule("table"),
     "sweep": Rule("table"), "published": Rule("table"), "executor": Rule("table"),
+    "study": Rule("table"),
 }
 SWEEP_KEYS = {
     "seeds": Rule("int list", each(at_least(0))),
@@ -245,6 +246,16 @@ SWEEP_KEYS = {
 }
 DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
 PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table")}
+def _metric_names():
+    from comet_cl.metrics import METRICS
+    return METRICS
+
+
+STUDY_KEYS = {"contrasts": Rule("table"), "goals": Rule("list"),
+              "metrics": Rule("list", each(one_of(_metric_names, "metric"))),
+              "speed_level": Rule("number", in_range(0, 1, lo_open=True, hi_open=True))}
+GOAL_KEYS = {"name": Rule("str"), "strategy": Rule("str"), "above": Rule("number"),
+             "above_strategy": Rule("str")}
 PRESET_KEYS = {"method": Rule("str"), "model": Rule("str"), "params": Rule("table"),
                "train": Rule("table"), "model_config": Rule("table"),
                "description": Rule("str"), "source": Rule("str")}
@@ -347,6 +358,25 @@ def _published(raw: dict, path, names: list[str]) -> dict:
     return {"metric": "acc", **raw}
 
 
+def _study(raw: dict, path, names: list[str]) -> dict:
+    """The [study] table (comet_cl.study): which strategy each one is contrasted with (paired
+    by seed), the goals to test and the metrics to show; every name must be a strategy."""
+    study = check_table(raw, STUDY_KEYS, path, "study")
+    known = dict.fromkeys(names, Rule("str", one_of(lambda: names, "strategy")))
+    check_table(study.get("contrasts", {}), known, path, "study.contrasts")
+    for i, goal in enumerate(study.get("goals", [])):
+        prefix = f"study.goals[{i}]"
+        check_table(goal, GOAL_KEYS, path, prefix, required={"name", "strategy"})
+        for key in ("strategy", "above_strategy"):
+            if key in goal and goal[key] not in names:
+                raise ConfigError(f"{_where(path, prefix, key)}: unknown strategy "
+                                  f"'{goal[key]}'{closest(goal[key], names)}")
+        if ("above" in goal) == ("above_strategy" in goal):
+            raise ConfigError(f"{path}: '{prefix}' needs one bar: 'above' (a figure in percent) "
+                              f"or 'above_strategy' (a strategy of the suite, paired by seed)")
+    return {"metrics": ["acc"], **study}
+
+
 def _sweep(raw: dict, path, names: list[str]) -> dict:
     """The [sweep] table: tuning seeds, the validation share, and a grid per strategy
     (parameter -> non-empty list of values, each checked like the key it sets)."""
@@ -386,6 +416,8 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     extra = {"sweep": _sweep(raw["sweep"], path, names)} if "sweep" in raw else {}
     if "published" in raw:
         extra["published"] = _published(raw["published"], path, names)
+    if "study" in raw:
+        extra["study"] = _study(raw["study"], path, names)
     return {
         "name": raw["name"],
         "description": raw.get("description", ""),

@@ -1,0 +1,213 @@
+"""The COMET study's tables (issue 13): what each strategy reaches, what it changes against the
+strategy it is contrasted with, and whether the study's goals hold, each verdict following the
+95% intervals and nothing else.
+
+A suite declares its study in a ``[study]`` table, so the suite is the one place a comparison
+is written (``comet_cl.config`` checks every name)::
+
+    [study]
+    metrics = ["acc", "lca"]                    # the columns; the first one decides verdicts
+    contrasts = { comet = "naive", comet-ewc = "ewc" }   # strategy -> its reference
+    goals = [{ name = "...", strategy = "comet-ewc", above = 95.33 },          # a fixed bar, %
+             { name = "...", strategy = "comet-replay", above_strategy = "replay" }]
+    speed_level = 0.35                          # optional: updates to this accuracy, every run
+
+Contrasts and strategy goals are paired by seed: both runs of a seed share the data order and,
+in split streams, the class pairs, so the seed's own luck cancels. A claim ("higher", "holds")
+is made only where the 95% t-interval excludes zero (or the bar); below 3 seeds nothing is
+claimed. ``python -m comet_cl.study RESULTS...`` prints the tables as Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from comet_cl import metrics
+from comet_cl import results as res
+from comet_cl.contract import iter_stored_runs
+from comet_cl.reproduction import mean_ci
+
+MIN_SEEDS = 3  # fewer: the row is shown, no claim is made
+SPEED = "steps_to_accuracy"  # the column speed_level adds (computed from the runs' curves)
+LOWER_IS_BETTER = {"forgetting", "steps_to_threshold", "intransigence", SPEED}
+PERCENT = {"acc", "bwt", "forgetting", "fwt", "lca", "intransigence"}  # shown x 100
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds with the half-width of its 95% t-interval (None below 2 seeds)."""
+
+    mean: float
+    half: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Estimate | None:
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            return None
+        mean, half = mean_ci(values)
+        return cls(mean, half, len(values))
+
+    def text(self, decimals: int) -> str:
+        half = "" if self.half is None else f" +- {self.half:.{decimals}f}"
+        return f"{self.mean:.{decimals}f}{half}"
+
+    def sign(self, bar: float = 0.0) -> int:
+        """+1 / -1 when the whole interval lies above / below ``bar``, 0 when it holds it or
+        when there are too few seeds to say."""
+        if self.n < MIN_SEEDS or self.half is None:
+            return 0
+        if self.mean - self.half > bar:
+            return 1
+        if self.mean + self.half < bar:
+            return -1
+        return 0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One strategy of one suite: its estimate per metric, and its contrast's paired one."""
+
+    suite: str
+    strategy: str
+    values: dict[str, Estimate | None]
+    contrast: str | None = None
+    paired: dict[str, Estimate | None] | None = None
+
+    def verdict(self, metric: str) -> str:
+        d = (self.paired or {}).get(metric)
+        if self.contrast is None:
+            return ""
+        if d is None:
+            return "not run yet"
+        if d.n < MIN_SEEDS:
+            return f"no claim ({d.n} paired seed{'s' if d.n != 1 else ''})"
+        s = d.sign()
+        if s == 0:
+            return "no difference resolved"
+        better = s < 0 if metric in LOWER_IS_BETTER else s > 0
+        return ("better" if better else "worse") + f" than {self.contrast}"
+
+
+@dataclass(frozen=True)
+class Goal:
+    suite: str
+    name: str
+    strategy: str
+    bar: str  # what it must clear, in words
+    estimate: Estimate | None  # ours (fixed bar) or the paired difference (strategy bar)
+    sign: int  # +1 holds, -1 fails (the interval clears the bar the other way), 0 unresolved
+
+    @property
+    def verdict(self) -> str:
+        if self.estimate is None:
+            return "not run yet"
+        if self.estimate.n < MIN_SEEDS:
+            return f"no verdict yet ({self.estimate.n} seed{'s' if self.estimate.n != 1 else ''})"
+        return {1: "holds", -1: "does not hold", 0: "not resolved (the bar is inside our 95% CI)"}[
+            self.sign]
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric in PERCENT else 1.0
+
+
+def _scores(folder: Path, study: dict) -> dict[str, dict[str, dict[int, float]]]:
+    """metric -> strategy -> seed -> value (percent where the metric is a fraction), from the
+    finished runs of ``folder``; ``speed_level`` adds the updates to that accuracy."""
+    wanted = list(study["metrics"]) + ([SPEED] if "speed_level" in study else [])
+    scores: dict[str, dict[str, dict[int, float]]] = {m: {} for m in wanted}
+    for run in iter_stored_runs(folder):
+        if not run.finished:
+            continue
+        name, seed, summary = run.config.strategy_name, run.config.seed, run.summary
+        for m in study["metrics"]:
+            value = summary.metrics.get(m)
+            scores[m].setdefault(name, {})[seed] = (
+                float("nan") if value is None else _scale(m) * float(value))
+        if "speed_level" in study:
+            value = (metrics.steps_to_accuracy(summary.curves, study["speed_level"])
+                     if summary.curves else float("nan"))
+            scores[SPEED].setdefault(name, {})[seed] = value
+    return scores
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> Estimate | None:
+    return Estimate.of([a[s] - b[s] for s in sorted(set(a) & set(b))])
+
+
+def tables(folders: Sequence[Path]) -> tuple[list[Row], list[Goal], dict[str, list[str]]]:
+    """The study's rows and goals over the results ``folders`` whose suite has a [study]
+    table, and each suite's columns."""
+    rows, goals, columns = [], [], {}
+    for folder in folders:
+        suite = res.read_json(Path(folder) / res.SUITE_FILE)
+        study = suite["spec"].get("study")
+        if not study:
+            continue
+        name = suite["name"]
+        scores = _scores(Path(folder), study)
+        columns[name] = list(scores)
+        contrasts = study.get("contrasts", {})
+        for strategy in [s["name"] for s in suite["spec"]["strategies"]]:
+            ref = contrasts.get(strategy)
+            values = {m: Estimate.of(list(scores[m].get(strategy, {}).values())) for m in scores}
+            paired = None if ref is None else {
+                m: _paired(scores[m].get(strategy, {}), scores[m].get(ref, {})) for m in scores}
+            rows.append(Row(name, strategy, values, ref, paired))
+        head = study["metrics"][0]
+        for goal in study.get("goals", []):
+            ours = scores[head].get(goal["strategy"], {})
+            if "above" in goal:
+                est = Estimate.of(list(ours.values()))
+                bar, sign = f"{goal['above']:.2f}", (0 if est is None else est.sign(goal["above"]))
+            else:
+                est = _paired(ours, scores[head].get(goal["above_strategy"], {}))
+                bar, sign = goal["above_strategy"] + " (paired)", (0 if est is None else est.sign())
+            goals.append(Goal(name, goal["name"], goal["strategy"], bar, est, sign))
+    return rows, goals, columns
+
+
+def _header(metric: str) -> str:
+    return {SPEED: "updates to level"}.get(metric, metric.replace("_", " "))
+
+
+def markdown(rows: list[Row], goals: list[Goal], columns: dict[str, list[str]]) -> str:
+    out = []
+    for suite, cols in columns.items():
+        head = cols[0]
+        out += [f"**{suite}** (mean +- 95% CI over seeds; difference: paired by seed, "
+                f"in {_header(head)})", "",
+                "| strategy | seeds | " + " | ".join(_header(c) for c in cols)
+                + " | contrast | difference | verdict |",
+                "| --- | ---: | " + " | ".join("---:" for _ in cols) + " | --- | ---: | --- |"]
+        for r in (r for r in rows if r.suite == suite):
+            first = r.values.get(head)
+            cells = ["-" if r.values[c] is None else r.values[c].text(1 if c in PERCENT else 0)
+                     for c in cols]
+            d = (r.paired or {}).get(head)
+            diff = "" if r.contrast is None else "-" if d is None else f"{d.text(2)}"
+            out.append(f"| {r.strategy} | {0 if first is None else first.n} | "
+                       + " | ".join(cells) + f" | {r.contrast or ''} | {diff} | "
+                       f"{r.verdict(head)} |")
+        out.append("")
+    if goals:
+        out += ["**Goals** (issue 13: to test, not to tune towards)", "",
+                "| suite | goal | strategy | bar | ours (95% CI) | verdict |",
+                "| --- | --- | --- | --- | ---: | --- |"]
+        for g in goals:
+            ours = "-" if g.estimate is None else g.estimate.text(2)
+            out.append(f"| {g.suite} | {g.name} | {g.strategy} | {g.bar} | {ours} | {g.verdict} |")
+        out.append("")
+    out.append(f"Claims only where the 95% t-interval excludes zero (or the bar), with at least "
+               f"{MIN_SEEDS} seeds; 'no difference resolved' means the interval holds zero.")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(*tables([Path(p) for p in sys.argv[1:]])), end="")

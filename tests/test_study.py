@@ -1,0 +1,106 @@
+"""The COMET study's tables (comet_cl/study.py) and its [study] table in suite specs."""
+
+import pytest
+
+from comet_cl import results as res
+from comet_cl.config import ConfigError, parse_suite
+from comet_cl.study import markdown, tables
+
+T95_3 = 4.303  # t quantile, 2 degrees of freedom
+
+
+def _spec(study: dict) -> dict:
+    return {"name": "s", "streams": ["split-mnist"],
+            "strategies": ["naive", "comet", "ewc", "comet-ewc"], "study": study}
+
+
+def _write(out, spec: dict, runs) -> None:
+    """A results folder as `comet-cl run` leaves it: suite.json and one finished run folder
+    per (strategy, seed, acc, curve)."""
+    res.atomic_write_json(out / "suite.json", {"name": spec["name"], "spec": parse_suite(spec)})
+    for name, seed, acc, curve in runs:
+        folder = res.run_dir(out, "split-mnist", name, seed)
+        res.atomic_write_json(folder / "config.json", {
+            "suite": "s", "suite_hash": "h", "version": "0", "seed": seed,
+            "stream": {"name": "split-mnist"}, "model": {"variant": "dense"},
+            "strategy": {"name": name, "method": "naive"}, "train": {}, "eval": {"beta": 2}})
+        res.atomic_write_json(folder / "summary.json", {
+            "joint": False, "R": [[acc]], "R0": [0.1], "curves": [curve], "wall_time": [],
+            "n_params": 1, "metrics": {"acc": acc, "lca": curve[0][1]}})
+
+
+def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears_zero(tmp_path):
+    study = {"contrasts": {"comet": "naive", "comet-ewc": "ewc"}, "speed_level": 0.5,
+             "goals": [{"name": "beats a bar", "strategy": "comet-ewc", "above": 70.0},
+                       {"name": "beats ewc", "strategy": "comet-ewc", "above_strategy": "ewc"}]}
+    curve = lambda at: [(0, 0.1), (at, 0.6)]  # noqa: E731  reaches 0.5 at `at`
+    naive = [0.50, 0.60, 0.70]  # seeds differ by 10 points: unpaired, nothing would separate
+    runs = [("naive", s, a, curve(40)) for s, a in enumerate(naive)]
+    runs += [("comet", s, a + d, curve(20)) for s, (a, d) in enumerate(zip(naive, [.02, .03, .02]))]
+    runs += [("ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.81, 0.82])]
+    runs += [("comet-ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.83, 0.80])]
+    _write(tmp_path, _spec(study), runs)
+    rows, goals, columns = tables([tmp_path])
+    row = {r.strategy: r for r in rows}
+    assert columns == {"s": ["acc", "steps_to_accuracy"]}
+    d = row["comet"].paired["acc"]  # +2, +3, +2 points, paired: mean 2.33, half 1.43
+    assert d.n == 3 and d.mean == pytest.approx(7 / 3)
+    assert d.half == pytest.approx(T95_3 * (1 / 3) ** 0.5 / 3 ** 0.5, rel=1e-3)
+    assert row["comet"].verdict("acc") == "better than naive"
+    assert row["comet"].values["steps_to_accuracy"].mean == 20  # the fixed level, from curves
+    assert row["comet"].verdict("steps_to_accuracy") == "better than naive"  # fewer updates
+    assert row["comet-ewc"].verdict("acc") == "no difference resolved"  # 0, +2, -2
+    assert row["naive"].contrast is None and row["naive"].verdict("acc") == ""
+    bar, paired = goals
+    assert bar.estimate.mean == pytest.approx(81.0) and bar.verdict == "holds"  # 81 +- 4.3 > 70
+    assert paired.verdict == "not resolved (the bar is inside our 95% CI)"
+    text = markdown(rows, goals, columns)
+    assert "| comet | 3 | 62.3 +- 24.9 | 20 +- 0 | naive | 2.33 +- 1.43 | better than naive |" \
+        in text
+    assert "| s | beats a bar | comet-ewc | 70.00 | 81.00 +- 4.30 | holds |" in text
+
+
+def test_a_bar_the_interval_falls_below_does_not_hold_and_few_seeds_claim_nothing(tmp_path):
+    study = {"contrasts": {"comet": "naive"},
+             "goals": [{"name": "high bar", "strategy": "comet", "above": 95.0}]}
+    runs = [("naive", s, 0.5, [(0, 0.1)]) for s in range(2)]
+    runs += [("comet", s, 0.9 + s / 100, [(0, 0.1)]) for s in range(2)]
+    _write(tmp_path, _spec(study), runs)
+    rows, goals, _ = tables([tmp_path])
+    comet = next(r for r in rows if r.strategy == "comet")
+    assert comet.verdict("acc") == "no claim (2 paired seeds)"  # 40 points, but 2 seeds
+    assert goals[0].verdict == "no verdict yet (2 seeds)"
+    _write(tmp_path, _spec(study), runs + [("comet", 2, 0.91, [(0, 0.1)])])
+    assert tables([tmp_path])[1][0].verdict == "does not hold"  # 90.67 +- 1.4 < 95
+
+
+def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
+    spec = _spec({})
+    del spec["study"]
+    _write(tmp_path / "plain", spec, [("naive", 0, 0.5, [(0, 0.1)])])
+    _write(tmp_path / "st", _spec({"contrasts": {"comet": "naive"}}),
+           [("naive", 0, 0.5, [(0, 0.1)])])
+    (res.run_dir(tmp_path / "st", "split-mnist", "naive", 0) / "summary.json").unlink()
+    rows, goals, columns = tables([tmp_path / "plain", tmp_path / "st"])
+    assert list(columns) == ["s"] and goals == []
+    assert all(v is None for r in rows for v in r.values.values())
+    assert next(r for r in rows if r.strategy == "comet").verdict("acc") == "not run yet"
+
+
+@pytest.mark.parametrize("study, match", [
+    ({"contrasts": {"comet": "nave"}}, "unknown strategy 'nave'; did you mean 'naive'"),
+    ({"contrasts": {"smoe": "naive"}}, "study.contrasts.smoe'.*unknown key"),
+    ({"metrics": ["accuracy"]}, "unknown metric 'accuracy'; did you mean 'acc'"),
+    ({"speed_level": 35}, "speed_level.*must be in"),
+    ({"goals": [{"name": "g", "strategy": "comet"}]}, "needs one bar"),
+    ({"goals": [{"name": "g", "strategy": "comet", "above": 1.0, "above_strategy": "naive"}]},
+     "needs one bar"),
+    ({"goals": [{"name": "g", "strategy": "comet", "above_strategy": "replay"}]},
+     "unknown strategy 'replay'"),
+    ({"goals": [{"strategy": "comet", "above": 1.0}]}, "study.goals\\[0\\].name' is required"),
+    ({"goals": ["comet above naive"]}, "must be a table"),
+    ({"verdicts": True}, "study.verdicts'.*unknown key"),
+])
+def test_a_bad_study_table_is_refused_with_the_key_named(study, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_suite(_spec(study))
