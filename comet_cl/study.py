@@ -141,10 +141,20 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> Estimate | None:
     return Estimate.of([a[s] - b[s] for s in sorted(set(a) & set(b))])
 
 
-def tables(folders: Sequence[Path]) -> tuple[list[Row], list[Goal], dict[str, list[str]]]:
-    """The study's rows and goals over the results ``folders`` whose suite has a [study]
-    table, and each suite's columns."""
-    rows, goals, columns = [], [], {}
+@dataclass(frozen=True)
+class Study:
+    """The study over some results folders: rows, goals, and per suite its columns (metric
+    keys, the first decides verdicts) and its fixed speed level, if any."""
+
+    rows: list[Row]
+    goals: list[Goal]
+    columns: dict[str, list[str]]
+    levels: dict[str, float]
+
+
+def tables(folders: Sequence[Path]) -> Study:
+    """The study over the results ``folders`` whose suite has a [study] table."""
+    rows, goals, columns, levels = [], [], {}, {}
     for folder in folders:
         suite = res.read_json(Path(folder) / res.SUITE_FILE)
         study = suite["spec"].get("study")
@@ -153,6 +163,8 @@ def tables(folders: Sequence[Path]) -> tuple[list[Row], list[Goal], dict[str, li
         name = suite["name"]
         scores = _scores(Path(folder), study)
         columns[name] = list(scores)
+        if "speed_level" in study:
+            levels[name] = study["speed_level"]
         contrasts = study.get("contrasts", {})
         for strategy in [s["name"] for s in suite["spec"]["strategies"]]:
             ref = contrasts.get(strategy)
@@ -170,44 +182,63 @@ def tables(folders: Sequence[Path]) -> tuple[list[Row], list[Goal], dict[str, li
                 est = _paired(ours, scores[head].get(goal["above_strategy"], {}))
                 bar, sign = goal["above_strategy"] + " (paired)", (0 if est is None else est.sign())
             goals.append(Goal(name, goal["name"], goal["strategy"], bar, est, sign))
-    return rows, goals, columns
+    return Study(rows, goals, columns, levels)
 
 
-def _header(metric: str) -> str:
-    return {SPEED: "updates to level"}.get(metric, metric.replace("_", " "))
+def _header(metric: str, level: float | None = None) -> str:
+    if metric == SPEED:
+        return f"updates to {100 * level:g}%"
+    return metric.replace("_", " ")
 
 
-def markdown(rows: list[Row], goals: list[Goal], columns: dict[str, list[str]]) -> str:
-    out = []
-    for suite, cols in columns.items():
+NOTE = (f"Claims only where the 95% t-interval excludes zero (or the bar), with at least "
+        f"{MIN_SEEDS} seeds; 'no difference resolved' means the interval holds zero.")
+
+
+def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per suite: the header and the text of every cell (what the Markdown and the PDF show)."""
+    out = {}
+    for suite, cols in study.columns.items():
         head = cols[0]
-        out += [f"**{suite}** (mean +- 95% CI over seeds; difference: paired by seed, "
-                f"in {_header(head)})", "",
-                "| strategy | seeds | " + " | ".join(_header(c) for c in cols)
-                + " | contrast | difference | verdict |",
-                "| --- | ---: | " + " | ".join("---:" for _ in cols) + " | --- | ---: | --- |"]
-        for r in (r for r in rows if r.suite == suite):
+        header = (["strategy", "seeds"] + [_header(c, study.levels.get(suite)) for c in cols]
+                  + ["contrast", f"difference ({_header(head)})", "verdict"])
+        body = []
+        for r in (r for r in study.rows if r.suite == suite):
             first = r.values.get(head)
-            cells = ["-" if r.values[c] is None else r.values[c].text(1 if c in PERCENT else 0)
-                     for c in cols]
             d = (r.paired or {}).get(head)
-            diff = "" if r.contrast is None else "-" if d is None else f"{d.text(2)}"
-            out.append(f"| {r.strategy} | {0 if first is None else first.n} | "
-                       + " | ".join(cells) + f" | {r.contrast or ''} | {diff} | "
-                       f"{r.verdict(head)} |")
-        out.append("")
-    if goals:
-        out += ["**Goals** (issue 13: to test, not to tune towards)", "",
-                "| suite | goal | strategy | bar | ours (95% CI) | verdict |",
-                "| --- | --- | --- | --- | ---: | --- |"]
-        for g in goals:
-            ours = "-" if g.estimate is None else g.estimate.text(2)
-            out.append(f"| {g.suite} | {g.name} | {g.strategy} | {g.bar} | {ours} | {g.verdict} |")
-        out.append("")
-    out.append(f"Claims only where the 95% t-interval excludes zero (or the bar), with at least "
-               f"{MIN_SEEDS} seeds; 'no difference resolved' means the interval holds zero.")
+            body.append([r.strategy, str(0 if first is None else first.n)]
+                        + ["-" if r.values[c] is None else r.values[c].text(1 if c in PERCENT else 0)
+                           for c in cols]
+                        + [r.contrast or "", "" if r.contrast is None else "-" if d is None
+                           else d.text(2), r.verdict(head)])
+        out[suite] = (header, body)
+    return out
+
+
+GOAL_HEADER = ["suite", "goal", "strategy", "bar", "ours (95% CI)", "verdict"]
+
+
+def goal_cells(goals: list[Goal]) -> list[list[str]]:
+    return [[g.suite, g.name, g.strategy, g.bar,
+             "-" if g.estimate is None else g.estimate.text(2), g.verdict] for g in goals]
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+            + ["| " + " | ".join(row) + " |" for row in body])
+
+
+def markdown(study: Study) -> str:
+    out = []
+    for suite, (header, body) in cells(study).items():
+        out += [f"**{suite}** (mean +- 95% CI over seeds; the difference is paired by seed)", ""]
+        out += _md_table(header, body) + [""]
+    if study.goals:
+        out += ["**Goals** (issue 13: to test, not to tune towards)", ""]
+        out += _md_table(GOAL_HEADER, goal_cells(study.goals)) + [""]
+    out.append(NOTE)
     return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    print(markdown(*tables([Path(p) for p in sys.argv[1:]])), end="")
+    print(markdown(tables([Path(p) for p in sys.argv[1:]])), end="")

@@ -287,6 +287,27 @@ def test_a_validation_sweep_gets_its_page_and_csv(tmp_path):
     assert "lr=0.1, p_k=0.1" in page and "26.0 \u00b1" in page and "highest mean validation" in page
 
 
+def test_a_suite_with_a_study_gets_its_contrast_page_and_csv(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path / "results")
+    suite = json.loads((results / "suite.json").read_text())
+    suite["spec"]["study"] = {"metrics": ["acc"], "contrasts": {"comet": "naive"},
+                              "goals": [{"name": "comet above 10%", "strategy": "comet",
+                                         "above": 10.0}]}
+    (results / "suite.json").write_text(json.dumps(suite))
+    result = build_report([results], tmp_path / "report.pdf")
+    study = pd.read_csv(result.pdf.with_name("report-study.csv")).set_index("strategy")
+    acc = {s: [json.loads((_run_dir(results, s, seed) / "summary.json").read_text())["metrics"]
+               ["acc"] for seed in (0, 1)] for s in ("naive", "comet")}
+    diff = 100 * (sum(acc["comet"]) - sum(acc["naive"])) / 2
+    assert study.loc["comet", "contrast"] == "naive"
+    assert study.loc["comet", "difference (acc)"].startswith(f"{diff:.2f} +- ")  # paired, 2 seeds
+    assert study.loc["comet", "verdict"] == "no claim (2 paired seeds)"  # below 3 seeds
+    goals = pd.read_csv(result.pdf.with_name("report-study-goals.csv"))
+    assert goals.verdict.tolist() == ["no verdict yet (2 seeds)"]
+    page = PdfReader(result.pdf).pages[_page_with(result.pdf, "COMET study \u2014 tiny")]
+    assert "no claim (2 paired seeds)" in page.extract_text()
+
+
 def _agg(rows: list[tuple[str, list[float]]]) -> pd.DataFrame:
     from comet_cl.report.tables import aggregate
     raw = pd.DataFrame([{"group": "g", "stream": "s", "strategy": name, "seed": i, "joint": False,

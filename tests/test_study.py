@@ -40,9 +40,9 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     runs += [("ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.81, 0.82])]
     runs += [("comet-ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.83, 0.80])]
     _write(tmp_path, _spec(study), runs)
-    rows, goals, columns = tables([tmp_path])
-    row = {r.strategy: r for r in rows}
-    assert columns == {"s": ["acc", "steps_to_accuracy"]}
+    study = tables([tmp_path])
+    row = {r.strategy: r for r in study.rows}
+    assert study.columns == {"s": ["acc", "steps_to_accuracy"]} and study.levels == {"s": 0.5}
     d = row["comet"].paired["acc"]  # +2, +3, +2 points, paired: mean 2.33, half 1.43
     assert d.n == 3 and d.mean == pytest.approx(7 / 3)
     assert d.half == pytest.approx(T95_3 * (1 / 3) ** 0.5 / 3 ** 0.5, rel=1e-3)
@@ -51,10 +51,12 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     assert row["comet"].verdict("steps_to_accuracy") == "better than naive"  # fewer updates
     assert row["comet-ewc"].verdict("acc") == "no difference resolved"  # 0, +2, -2
     assert row["naive"].contrast is None and row["naive"].verdict("acc") == ""
-    bar, paired = goals
+    bar, paired = study.goals
     assert bar.estimate.mean == pytest.approx(81.0) and bar.verdict == "holds"  # 81 +- 4.3 > 70
     assert paired.verdict == "not resolved (the bar is inside our 95% CI)"
-    text = markdown(rows, goals, columns)
+    text = markdown(study)
+    assert "| strategy | seeds | acc | updates to 50% | contrast | difference (acc) | verdict |" \
+        in text
     assert "| comet | 3 | 62.3 +- 24.9 | 20 +- 0 | naive | 2.33 +- 1.43 | better than naive |" \
         in text
     assert "| s | beats a bar | comet-ewc | 70.00 | 81.00 +- 4.30 | holds |" in text
@@ -66,12 +68,12 @@ def test_a_bar_the_interval_falls_below_does_not_hold_and_few_seeds_claim_nothin
     runs = [("naive", s, 0.5, [(0, 0.1)]) for s in range(2)]
     runs += [("comet", s, 0.9 + s / 100, [(0, 0.1)]) for s in range(2)]
     _write(tmp_path, _spec(study), runs)
-    rows, goals, _ = tables([tmp_path])
-    comet = next(r for r in rows if r.strategy == "comet")
+    got = tables([tmp_path])
+    comet = next(r for r in got.rows if r.strategy == "comet")
     assert comet.verdict("acc") == "no claim (2 paired seeds)"  # 40 points, but 2 seeds
-    assert goals[0].verdict == "no verdict yet (2 seeds)"
+    assert got.goals[0].verdict == "no verdict yet (2 seeds)"
     _write(tmp_path, _spec(study), runs + [("comet", 2, 0.91, [(0, 0.1)])])
-    assert tables([tmp_path])[1][0].verdict == "does not hold"  # 90.67 +- 1.4 < 95
+    assert tables([tmp_path]).goals[0].verdict == "does not hold"  # 90.67 +- 1.4 < 95
 
 
 def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
@@ -81,10 +83,10 @@ def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
     _write(tmp_path / "st", _spec({"contrasts": {"comet": "naive"}}),
            [("naive", 0, 0.5, [(0, 0.1)])])
     (res.run_dir(tmp_path / "st", "split-mnist", "naive", 0) / "summary.json").unlink()
-    rows, goals, columns = tables([tmp_path / "plain", tmp_path / "st"])
-    assert list(columns) == ["s"] and goals == []
-    assert all(v is None for r in rows for v in r.values.values())
-    assert next(r for r in rows if r.strategy == "comet").verdict("acc") == "not run yet"
+    got = tables([tmp_path / "plain", tmp_path / "st"])
+    assert list(got.columns) == ["s"] and got.goals == [] and got.levels == {}
+    assert all(v is None for r in got.rows for v in r.values.values())
+    assert next(r for r in got.rows if r.strategy == "comet").verdict("acc") == "not run yet"
 
 
 @pytest.mark.parametrize("study, match", [

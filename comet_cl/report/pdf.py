@@ -24,6 +24,7 @@ from pypdf import PdfReader, PdfWriter
 
 from comet_cl import __version__, metrics
 from comet_cl import results as res
+from comet_cl import study as comet_study
 from comet_cl.report import figures, tables
 from comet_cl.report.load import (
     KEYS,
@@ -373,15 +374,31 @@ def missing_pages(missing: pd.DataFrame) -> list[Figure]:
     return [fig]
 
 
+def study_frames(study: comet_study.Study) -> dict[str, pd.DataFrame]:
+    """The COMET study's tables (comet_cl.study) as frames: one per suite, and the goals."""
+    frames = {suite: pd.DataFrame(body, columns=header)
+              for suite, (header, body) in comet_study.cells(study).items()}
+    if study.goals:
+        frames["Goals"] = pd.DataFrame(comet_study.goal_cells(study.goals),
+                                       columns=comet_study.GOAL_HEADER)
+    return frames
+
+
+def study_pages(study: comet_study.Study) -> Iterator[Figure]:
+    for name, frame in study_frames(study).items():
+        yield from table_pages(f"COMET study \u2014 {name}", frame, None, [comet_study.NOTE])
+
+
 def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
           raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.DataFrame, sweep: pd.DataFrame,
-          made: str) -> Iterator[tuple[str | None, Figure]]:
+          made: str, study: comet_study.Study) -> Iterator[tuple[str | None, Figure]]:
     """Every page of the report, in order, each with its bookmark title (or None)."""
     groups = list(dict.fromkeys(agg.group))
     swept = [g for g in groups if (sweep.group == g).any()]
     streams = list(dict.fromkeys(zip(agg.group, agg.stream)))
     contents = [*(x for g in groups for x in (f"Summary across streams \u2014 {g}",
                                               f"Strategies \u2014 {g}")),
+                *(["COMET study: contrasts and goals"] if study.columns else []),
                 "Missing or unfinished runs",
                 *(f"Validation sweep \u2014 {g}" for g in swept),
                 *(f"Stream {s} \u2014 {g}" for g, s in streams)]
@@ -393,6 +410,8 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
         table, notes = tables.strategies_table([r for r in runs if r.group == group])
         yield from _section(f"Strategies \u2014 {group}",
                             table_pages(f"Strategies \u2014 {group}", table, None, notes))
+    if study.columns:
+        yield from _section("COMET study: contrasts and goals", study_pages(study))
     yield from _section("Missing or unfinished runs", missing_pages(missing))
     for group in swept:
         yield from _section(f"Validation sweep \u2014 {group}",
@@ -429,13 +448,19 @@ def _slug(name: str) -> str:
 
 
 def write_csvs(out_pdf: Path, raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.DataFrame,
-               sweep: pd.DataFrame) -> list[Path]:
-    """The report's tables as CSV beside the PDF: runs, summary, one per stream, missing, and
-    the validation sweep when there is one."""
+               sweep: pd.DataFrame, study: comet_study.Study) -> list[Path]:
+    """The report's tables as CSV beside the PDF: runs, summary, one per stream, missing, the
+    validation sweep and the COMET study (contrasts; goals) when there are any."""
     frames = {"runs": raw, "summary": tables.summary_frame(agg), "missing": missing}
     frames |= {_slug(s): agg[agg.stream == s] for s in dict.fromkeys(agg.stream)}
     if not sweep.empty:
         frames["sweep"] = sweep.drop(columns=["grid", "values"])
+    study_tables = study_frames(study)
+    goals = study_tables.pop("Goals", None)
+    if study_tables:
+        frames["study"] = pd.concat([f.assign(suite=name) for name, f in study_tables.items()])
+    if goals is not None:
+        frames["study-goals"] = goals
     paths = []
     for suffix, frame in frames.items():
         path = out_pdf.with_name(f"{out_pdf.stem}-{suffix}.csv")
@@ -459,11 +484,12 @@ def build_report(results_dirs: Sequence[Path], out_pdf: Path) -> ReportResult:
     agg = tables.aggregate(raw, plan)
     missing = missing_frame(plan, runs, dropped)
     sweep = sweep_frame(suites)
+    study = comet_study.tables(folders)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    write_pdf(out_pdf, pages(folders, suites, runs, raw, agg, missing, sweep, made), made)
-    csvs = write_csvs(out_pdf, raw, agg, missing, sweep)
+    write_pdf(out_pdf, pages(folders, suites, runs, raw, agg, missing, sweep, made, study), made)
+    csvs = write_csvs(out_pdf, raw, agg, missing, sweep, study)
     return ReportResult(out_pdf, csvs, list(dict.fromkeys(agg.group)), len(missing))
 
 
