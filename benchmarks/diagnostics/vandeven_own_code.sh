@@ -7,12 +7,14 @@
 #
 # THEIR_CHECKOUT: a checkout of their repository at 9945f84 (git archive 9945f84 | tar -x).
 # MNIST_RAW_DIR: a folder holding MNIST's four IDX files, gzipped or not (../shared/data/MNIST/raw).
-# CONFIG: NAME=ARGS, e.g. "lwf-class=--scenario=class --replay=current --distill" or
-#         "none-domain=--scenario=domain". Their defaults do the rest (param_values.py:
-#         2,000 iterations, Adam 1e-3, 2 x 400, batch 128). Seeds from 1 as their _compare.py
+# CONFIG: NAME=ARGS, e.g. "lwf-class=--scenario=class --replay=current --distill",
+#         "none-domain=--scenario=domain" or "none-perm=--experiment=permMNIST --scenario=domain"
+#         (split MNIST unless ARGS name another experiment). Their defaults do the rest
+#         (param_values.py: split MNIST 2,000 iterations, Adam 1e-3, 2 x 400; permuted MNIST
+#         5,000 iterations, Adam 1e-4, 2 x 1000, 10 tasks; batch 128). Seeds from 1 as their _compare.py
 #         (their seed 0 keeps the digits in order, for plots).
 # Needs only torch and torchvision (visdom, which they import unconditionally, is stubbed).
-# One run is about 10 minutes on one core. Prints one line per run: NAME seed S: per-task precision, average.
+# One split-MNIST run is about 10 minutes on one core, a permuted-MNIST run about an hour. Prints one line per run: NAME seed S: per-task precision, average.
 set -euo pipefail
 theirs=$(cd "$1" && pwd); raw=$2; out=$(mkdir -p "$3" && cd "$3" && pwd); seeds=$4; shift 4
 python=$(command -v "${PYTHON:-python}")
@@ -29,7 +31,9 @@ for seed in $seeds; do
     log="$out/$name-seed$seed.log"
     (cd "$theirs" && PYTHONPATH="$out/stub" "$python" main.py --experiment=splitMNIST $args \
         --seed="$seed" --data-dir="$out/data" --results-dir="$out/results" --no-gpus > "$log" 2>&1)
-    tasks=$(grep -E '^ - Task [0-9]+: ' "$log" | tail -5 | awk '{print $4}' | paste -sd' ' || true)
+    # the last precision printed for each task (their final evaluation), in task order
+    tasks=$(grep -E '^ - Task [0-9]+: ' "$log" | awk '{t = $3; sub(":", "", t); v[t] = $4;
+        if (t + 0 > n) n = t + 0} END {for (i = 1; i <= n; i++) printf "%s%s", v[i], (i < n ? " " : "")}' || true)
     average=$(grep 'average precision' "$log" | tail -1 | awk '{print $NF}' || true)
     echo "$name seed $seed: tasks [$tasks] average ${average:-missing, see $log}"
   done
