@@ -27,10 +27,14 @@ class TensorBatchLoader:
     minibatch updates, as the literature states it: "5,000 iterations per task"), cycling
     through as many shuffled passes as needed with ``drop_last`` (every minibatch full), the
     way van de Ven & Tolias' code draws them.
+
+    ``skip``: the first iteration draws its first ``skip`` minibatches (the generator moves
+    exactly as it would) without serving them: a run resumed in the middle of a training
+    phase goes on with the minibatches the interrupted one would have drawn next.
     """
 
     def __init__(self, images, targets, ids, normalize, batch_size, *, shuffle, generator,
-                 drop_last=False, n_batches=None):
+                 drop_last=False, n_batches=None, skip=0):
         self.images, self.targets, self.ids = images, targets, ids
         self.normalize = normalize
         self.batch_size = batch_size
@@ -38,6 +42,7 @@ class TensorBatchLoader:
         self.generator = generator
         self.drop_last = drop_last or n_batches is not None
         self.n_batches = n_batches
+        self.skip = skip
         if n_batches is not None and len(targets) < batch_size:
             raise ValueError(f"an iterations budget needs at least one full minibatch: "
                              f"{len(targets)} samples < batch size {batch_size}")
@@ -47,14 +52,18 @@ class TensorBatchLoader:
         return math.floor(n) if self.drop_last else math.ceil(n)
 
     def __len__(self) -> int:
-        return self.n_batches if self.n_batches is not None else self._per_pass()
+        return (self.n_batches if self.n_batches is not None else self._per_pass()) - self.skip
 
     def __iter__(self):
-        n, per_pass, left = len(self.targets), self._per_pass(), len(self)
+        n, per_pass, left = len(self.targets), self._per_pass(), len(self) + self.skip
+        skip, self.skip = self.skip, 0  # the first iteration only
         while left > 0:
             order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
             order = order.to(self.images.device)
             for b in range(min(per_pass, left)):
+                if skip:
+                    skip -= 1
+                    continue
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 y = self.targets[idx]
                 yield self.normalize(self.images[idx]), y, self.ids[idx], torch.zeros_like(y)
@@ -82,10 +91,10 @@ def leaf_positions(dataset) -> tuple[list[TensorImages], torch.Tensor, torch.Ten
 
 def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
                    device: torch.device | str = "cpu",
-                   n_batches: int | None = None) -> TensorBatchLoader | None:
+                   n_batches: int | None = None, skip: int = 0) -> TensorBatchLoader | None:
     """A TensorBatchLoader over ``dataset``, its tensors already on ``device``; None when the
     dataset is not made of TensorImages views. ``n_batches``: a fixed number of minibatches
-    per pass over the loader (see TensorBatchLoader)."""
+    per pass over the loader; ``skip``: minibatches already trained on (see TensorBatchLoader)."""
     resolved = leaf_positions(dataset)
     if resolved is None:
         return None
@@ -108,4 +117,4 @@ def tensor_batches(dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
     targets, ids = (torch.cat(t)[order].to(device) for t in (targets, ids))
     generator = torch.Generator().manual_seed(seed)
     return TensorBatchLoader(images, targets, ids, leaves[0].normalize, batch_size,
-                             shuffle=shuffle, generator=generator, n_batches=n_batches)
+                             shuffle=shuffle, generator=generator, n_batches=n_batches, skip=skip)

@@ -40,6 +40,7 @@ class RunRecorder(SupervisedPlugin):
         self.curves: list[list[tuple[int, float]]] = []
         self.train_time: list[float] = []
         self._accs: dict[int, list[int]] = {}
+        self._resume: dict | None = None  # the phase in progress at a mid-phase checkpoint
 
     # ---- evaluation: accuracy per test experience --------------------------------------
     def before_eval(self, strategy, **kwargs):
@@ -74,6 +75,11 @@ class RunRecorder(SupervisedPlugin):
         if self.record_curves:
             self._loader = self.probe_loader(strategy.experience.current_experience,
                                              strategy.device)
+        if self._resume is not None:  # the phase goes on: its curve and clock continue
+            self._step = self._resume["step"]
+            self._start -= self._resume["train_seconds"]
+            self._resume = None
+        elif self.record_curves:
             self.curves.append([])
             self._probe(strategy)
 
@@ -87,9 +93,16 @@ class RunRecorder(SupervisedPlugin):
         self.train_time.append(time.perf_counter() - self._start - self._probe_time)
         self._loader = None
 
-    def state_dict(self) -> dict:
-        return {"curves": self.curves, "train_time": self.train_time}
+    def state_dict(self, *, mid_phase: bool = False) -> dict:
+        """What a checkpoint keeps; ``mid_phase``: also the phase in progress (its minibatch
+        count and training seconds so far; its curve is the last of ``curves``)."""
+        state = {"curves": [list(c) for c in self.curves], "train_time": list(self.train_time)}
+        if mid_phase:
+            state["phase"] = {"step": self._step, "train_seconds":
+                              time.perf_counter() - self._start - self._probe_time}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.curves = [list(map(tuple, c)) for c in state["curves"]]
         self.train_time = list(state["train_time"])
+        self._resume = state.get("phase")

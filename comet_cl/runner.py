@@ -22,6 +22,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -343,10 +344,17 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
         plugins = state["plugins"]
         model.load_state_dict(state["model"])
         recorder.load_state_dict(state["recorder"])
-    extra = [recorder] + VARIANTS[cfg["model"]["variant"]].plugins()
-    extra += precision_plugins(cfg["train"], dev)
+    run_plugins = VARIANTS[cfg["model"]["variant"]].plugins()
+    run_plugins += precision_plugins(cfg["train"], dev)
+    extra = [recorder] + run_plugins
     if on_step is not None:
         extra.append(_StepCallback(on_step))
+    phase_step = 0 if state is None else state.get("phase_step", 0)
+    phase = {"index": 0}  # the phase in training, for a mid-phase checkpoint
+    if _checkpoints_mid_phase(cfg["train"], plugins + run_plugins):
+        extra.append(_PhaseCheckpoint(lambda strategy, step: _save_checkpoint(
+            folder, strategy, plugins, recorder, R0, R, phase["index"], phase_step=step),
+            start=phase_step))
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
                               device=dev, seed=cfg["seed"], plugins=plugins + extra,
                               evaluator=loggers.evaluator(log, folder))
@@ -357,14 +365,17 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
         R0, R, done = state["R0"], state["R"], state["done"]
         strategy.clock.__dict__.update(state["clock"])
         strategy.pending_optimizer_state = state["optimizer"]
+        strategy.skip_batches = phase_step
         _set_rng_state(state["rng"])
         _log_missing_experiences(folder, R, recorder.train_time)
-        res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done})
+        res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done,
+                                  **({"from_step": phase_step} if phase_step else {})})
 
     phases = [bench.train_stream] if joint else list(bench.train_stream)
     if on_start is not None:
-        on_start(_planned_steps(cfg["train"], bench.train_stream, done))
+        on_start(_planned_steps(cfg["train"], bench.train_stream, done) - phase_step)
     for i in range(done, len(phases)):
+        phase["index"] = i
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
         _save_checkpoint(folder, strategy, plugins, recorder, R0, R, i + 1)
@@ -411,13 +422,50 @@ def _summary(cfg, model, bench, recorder, R0, R, joint, dev) -> RunSummary:
                       finished_at=_now(), **_environment(dev))
 
 
-def _save_checkpoint(folder, strategy, plugins, recorder, R0, R, done) -> None:
+def _save_checkpoint(folder, strategy, plugins, recorder, R0, R, done, phase_step=0) -> None:
+    """Everything a resumed run needs to go on with the same numbers: after ``done`` phases,
+    and ``phase_step`` minibatches into the next one (a mid-phase checkpoint)."""
     buf = io.BytesIO()
-    torch.save({"done": done, "model": strategy.model.state_dict(),
+    torch.save({"done": done, "phase_step": phase_step, "model": strategy.model.state_dict(),
                 "optimizer": strategy.optimizer.state_dict(), "plugins": plugins,
-                "clock": dict(strategy.clock.__dict__), "recorder": recorder.state_dict(),
+                "clock": dict(strategy.clock.__dict__),
+                "recorder": recorder.state_dict(mid_phase=phase_step > 0),
                 "R0": R0, "R": R, "rng": _rng_state()}, buf)
     res.atomic_write_bytes(folder / res.CHECKPOINT_FILE, buf.getvalue())
+
+
+MID_PHASE_SECONDS = 600.0  # a long phase is checkpointed this often (at a minibatch's end)
+
+
+def _checkpoints_mid_phase(train: dict, plugins: list) -> bool:
+    """Whether a run can be checkpointed inside a training phase and resumed with the same
+    numbers: only when no plugin keeps state of its own across a phase's minibatches (a
+    method's or a model variant's; SI's path integral, a replay buffer's draws) and a phase
+    is one pass of its loader (an iterations budget, or one epoch). That covers the long
+    single phases that need it: joint training, 50,000 updates on permuted MNIST."""
+    return not plugins and (bool(train.get("iterations")) or train.get("epochs") == 1)
+
+
+class _PhaseCheckpoint(SupervisedPlugin):
+    """Calls ``save(strategy, step)`` at the end of a minibatch once ``MID_PHASE_SECONDS``
+    have passed since the phase (or the last save) began; ``step`` counts the phase's
+    minibatches so far. ``start``: the minibatches a resumed phase had done already."""
+
+    def __init__(self, save, start: int = 0):
+        super().__init__()
+        self.save, self.step, self.last = save, start, time.monotonic()
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.last = time.monotonic()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.step += 1
+        if time.monotonic() - self.last >= MID_PHASE_SECONDS:
+            self.save(strategy, self.step)
+            self.last = time.monotonic()
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.step = 0
 
 
 def _load_checkpoint(folder: Path) -> dict | None:

@@ -169,6 +169,7 @@ class TensorLoaderMixin:
     shuffle_seed: int = 0
     pending_optimizer_state: dict | None = None
     train_iterations: int | None = None  # minibatch updates per experience (None: epochs)
+    skip_batches: int = 0  # minibatches of the next phase already trained on (a resumed run)
     logits: str = "all"
     _active: list[int] | None = None
 
@@ -197,9 +198,13 @@ class TensorLoaderMixin:
         # same minibatches as an uninterrupted one.
         seed = self.shuffle_seed * 1_000_003 + self.clock.train_exp_counter
         loader = tensor_batches(self.adapted_dataset, self.train_mb_size, shuffle=shuffle,
-                                seed=seed, device=self.device, n_batches=self.iterations_now())
+                                seed=seed, device=self.device, n_batches=self.iterations_now(),
+                                skip=self.skip_batches)
         if loader is None:
+            if self.skip_batches:  # never planned: mid-phase checkpoints need tensor loaders
+                raise RuntimeError("cannot resume mid-phase on Avalanche's own loader")
             return super().make_train_dataloader(shuffle=shuffle, **kwargs)
+        self.skip_batches = 0
         self.dataloader = loader
 
     def make_eval_dataloader(self, **kwargs):

@@ -40,6 +40,21 @@ def test_iterations_budget_cycles_shuffled_full_minibatches():
                           shuffle=True, generator=torch.Generator(), n_batches=1)
 
 
+@pytest.mark.parametrize("skip", [0, 1, 3, 6])
+def test_a_skipped_start_serves_the_rest_of_the_same_minibatches(skip):
+    """A run resumed mid-phase skips the minibatches it trained on, and draws the rest exactly
+    as the uninterrupted loader does (the generator moves the same way), across passes."""
+    def loader(skip):
+        n = 10
+        return TensorBatchLoader(torch.arange(n).view(n, 1).to(torch.uint8), torch.arange(n),
+                                 torch.arange(n), lambda x: x, 4, shuffle=True,
+                                 generator=torch.Generator().manual_seed(0), n_batches=7,
+                                 skip=skip)
+    full, rest = [b[1].tolist() for b in loader(0)], loader(skip)
+    assert len(rest) == 7 - skip and [b[1].tolist() for b in rest] == full[skip:]
+    assert len(rest) == len(list(rest)) == 7  # the skip is for the first pass only: then whole
+
+
 def test_domain_incremental_split_mnist_labels_the_position_in_the_pair():
     _mnist_or_skip()
     kind = STREAMS["split-mnist-domain"]

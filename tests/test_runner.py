@@ -290,3 +290,49 @@ def test_a_kill_right_after_the_summary_is_tidied_on_the_next_start(tmp_path):
     assert execute_run(folder) == summary
     assert not (folder / "checkpoint.pt").exists()
     assert [e for e, _ in events(folder)].count("finished") == 1
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", ["joint", "naive", "si"])
+def test_a_long_phase_is_checkpointed_inside_and_resumes_to_identical_numbers(
+        strategy, tmp_path, monkeypatch):
+    """A run stopped in the middle of a training phase (joint: one phase of every update)
+    goes on from its last mid-phase checkpoint with the numbers an uninterrupted run gives;
+    a run whose method keeps state across minibatches (SI) checkpoints at phase ends only."""
+    from comet_cl import runner
+    from comet_cl.runner import execute_run, plan_suite
+    import torch
+    spec = tmp_path / "s.toml"
+    spec.write_text(small_suite("mid", strategies=[strategy], seeds=[2], per_experience=600,
+                                train={"iterations": 12, "batch_size": 32, "lr": 0.05},
+                                eval={"curve_subset": 100, "curve_stride": 3}))
+    monkeypatch.setattr(runner, "MID_PHASE_SECONDS", 0.0)  # a checkpoint after every minibatch
+    (stopped,) = plan_suite(spec, tmp_path / "stopped")
+    (clean,) = plan_suite(spec, tmp_path / "clean")
+    steps = []
+
+    def stop_at_17(n):  # 17 updates in: phase 0 of joint (24 updates), phase 1 of naive
+        steps.append(n)
+        if len(steps) == 17:
+            raise _Interrupted
+    with pytest.raises(_Interrupted):
+        execute_run(stopped, on_step=stop_at_17)
+    saved = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    if strategy == "si":  # SI's path integral runs across minibatches: phase ends only
+        assert (saved["done"], saved["phase_step"]) == (1, 0)
+    else:
+        assert (saved["done"], saved["phase_step"]) == ({"joint": 0, "naive": 1}[strategy],
+                                                         {"joint": 16, "naive": 4}[strategy])
+        assert saved["recorder"]["phase"]["step"] == saved["phase_step"]
+    execute_run(stopped)
+    execute_run(clean)
+    events = [json.loads(line) for line in (stopped / "events.jsonl").read_text().splitlines()]
+    resumed = next(e for e in events if e["event"] == "resumed")
+    assert resumed.get("from_step", 0) == saved["phase_step"]
+    a, b = (json.loads((f / "summary.json").read_text()) for f in (stopped, clean))
+    assert numbers(a) == numbers(b)
+    if strategy == "naive":  # the curve of the interrupted phase is one curve, not two
+        assert len(a["curves"]) == 2 and [s for s, _ in a["curves"][1]] == list(range(11)) + [12]
