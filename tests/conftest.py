@@ -47,3 +47,20 @@ def small_suite(name: str, *, strategies: list, stream: str = "split-mnist",
                      "max_test_per_experience": test_per_experience}],
         "strategies": list(strategies), "model": {"widths": list(widths)},
         "train": train or {}, "eval": eval or {}})
+
+
+def write_finished_run(out, suite: str, name: str, seed: int, acc: float, curves=(),
+                       metrics: dict | None = None):
+    """One finished run folder of a one-experience stream, as a run leaves it (config.json,
+    summary.json): for the tests of what reads results folders (tables, verdicts)."""
+    from comet_cl import results as res
+    folder = res.run_dir(out, "split-mnist", name, seed)
+    res.atomic_write_json(folder / "config.json", {
+        "suite": suite, "suite_hash": "h", "version": "0", "seed": seed,
+        "stream": {"name": "split-mnist"}, "model": {"variant": "dense"},
+        "strategy": {"name": name, "method": "naive"}, "train": {}, "eval": {"beta": 2}})
+    res.atomic_write_json(folder / "summary.json", {
+        "joint": False, "R": [[acc]], "R0": [0.1], "curves": list(curves), "wall_time": [],
+        "n_params": 1, "metrics": metrics or {"acc": acc}})
+    return folder
+

@@ -14,6 +14,7 @@ from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import plan_suite, run_suite
 from comet_cl.streams import STREAMS, make_stream
 from comet_cl.strategies import make_optimizer
+from conftest import write_finished_run
 
 
 def _mnist_or_skip():
@@ -206,14 +207,7 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     runs = [("naive", seed, acc) for seed, acc in enumerate([0.50, 0.52, 0.51])]  # near 50.0
     runs += [("tuned", seed, acc) for seed, acc in enumerate([0.60, 0.63, 0.60])]  # +10, +11, +9
     for name, seed, acc in runs:
-        folder = res.run_dir(out, "split-mnist", name, seed)
-        res.atomic_write_json(folder / "config.json", {
-            "suite": "swept", "suite_hash": "h", "version": "0", "seed": seed,
-            "stream": {"name": "split-mnist"}, "model": {"variant": "dense"},
-            "strategy": {"name": name, "method": "naive"}, "train": {}, "eval": {"beta": 2}})
-        res.atomic_write_json(folder / "summary.json", {
-            "joint": False, "R": [[acc]], "R0": [0.1], "curves": [], "wall_time": [],
-            "n_params": 1, "metrics": {"acc": acc}})
+        write_finished_run(out, "swept", name, seed, acc)
     rows = {r.strategy: r for r in table([out])}
     assert rows["naive"].seeds == 3 and rows["naive"].mean == pytest.approx(51.0)
     assert rows["naive"].half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)

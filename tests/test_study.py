@@ -5,6 +5,7 @@ import pytest
 from comet_cl import results as res
 from comet_cl.config import ConfigError, parse_suite
 from comet_cl.study import markdown, tables
+from conftest import write_finished_run
 
 T95_3 = 4.303  # t quantile, 2 degrees of freedom
 
@@ -19,14 +20,7 @@ def _write(out, spec: dict, runs) -> None:
     per (strategy, seed, acc, curve)."""
     res.atomic_write_json(out / "suite.json", {"name": spec["name"], "spec": parse_suite(spec)})
     for name, seed, acc, curve in runs:
-        folder = res.run_dir(out, "split-mnist", name, seed)
-        res.atomic_write_json(folder / "config.json", {
-            "suite": "s", "suite_hash": "h", "version": "0", "seed": seed,
-            "stream": {"name": "split-mnist"}, "model": {"variant": "dense"},
-            "strategy": {"name": name, "method": "naive"}, "train": {}, "eval": {"beta": 2}})
-        res.atomic_write_json(folder / "summary.json", {
-            "joint": False, "R": [[acc]], "R0": [0.1], "curves": [curve], "wall_time": [],
-            "n_params": 1, "metrics": {"acc": acc, "lca": curve[0][1]}})
+        write_finished_run(out, "s", name, seed, acc, [curve], {"acc": acc, "lca": curve[0][1]})
 
 
 def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears_zero(tmp_path):
