@@ -3,7 +3,8 @@
 A run lives in its own folder (layout in ``comet_cl.results``). ``plan`` writes each run's
 resolved ``config.json``; ``execute_run`` needs nothing but that folder, so any executor can
 run it: the local process pool here, or one job per folder on a cluster
-(``comet-cl run-one RUN_DIR``). The run checkpoints after every experience and writes
+(``comet-cl run-one RUN_DIR``). The run checkpoints after every experience (and inside a
+long phase where that keeps the numbers, see ``_checkpoints_mid_phase``) and writes
 ``summary.json`` atomically at the end; running it again skips a finished run and resumes an
 unfinished one from its last checkpoint, with the same numbers an uninterrupted run gives.
 
