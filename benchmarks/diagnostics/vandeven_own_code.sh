@@ -15,7 +15,8 @@
 #         (their seed 0 keeps the digits in order, for plots).
 # Needs only torch and torchvision (visdom, which they import unconditionally, is stubbed).
 # One split-MNIST run is about 10 minutes on one core; a permuted-MNIST run (50,000 updates)
-# about 2 hours (measured 6-8 updates per second beside two other runs), and it cannot resume. Prints one line per run: NAME seed S: per-task precision, average.
+# about 2 hours (measured 6-8 updates per second beside two other runs), and it cannot resume.
+# Prints one line per run: NAME seed S: per-task precision, average.
 set -euo pipefail
 theirs=$(cd "$1" && pwd); raw=$2; out=$(mkdir -p "$3" && cd "$3" && pwd); seeds=$4; shift 4
 python=$(command -v "${PYTHON:-python}")
