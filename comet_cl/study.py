@@ -29,12 +29,14 @@ from pathlib import Path
 from comet_cl import metrics
 from comet_cl import results as res
 from comet_cl.contract import iter_stored_runs
+from comet_cl.report.tables import COLUMN, Column
 from comet_cl.reproduction import mean_ci
 
 MIN_SEEDS = 3  # fewer: the row is shown, no claim is made
 SPEED = "steps_to_accuracy"  # the column speed_level adds (computed from the runs' curves)
-LOWER_IS_BETTER = {"forgetting", "steps_to_threshold", "intransigence", SPEED}
-PERCENT = {"acc", "bwt", "forgetting", "fwt", "lca", "intransigence"}  # shown x 100
+# How each column is scaled, rounded and ranked: the report's own definitions, plus the speed one
+COLUMNS = {**COLUMN, SPEED: Column(SPEED, "updates to level", 1, 0, "min",
+                                   "first evaluated update reaching the level (mean over experiences)")}
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Row:
         s = d.sign()
         if s == 0:
             return "no difference resolved"
-        better = s < 0 if metric in LOWER_IS_BETTER else s > 0
+        better = s < 0 if COLUMNS[metric].better == "min" else s > 0
         return ("better" if better else "worse") + f" than {self.contrast}"
 
 
@@ -113,10 +115,6 @@ class Goal:
             self.sign]
 
 
-def _scale(metric: str) -> float:
-    return 100.0 if metric in PERCENT else 1.0
-
-
 def _scores(folder: Path, study: dict) -> dict[str, dict[str, dict[int, float]]]:
     """metric -> strategy -> seed -> value (percent where the metric is a fraction), from the
     finished runs of ``folder``; ``speed_level`` adds the updates to that accuracy."""
@@ -129,7 +127,7 @@ def _scores(folder: Path, study: dict) -> dict[str, dict[str, dict[int, float]]]
         for m in study["metrics"]:
             value = summary.metrics.get(m)
             scores[m].setdefault(name, {})[seed] = (
-                float("nan") if value is None else _scale(m) * float(value))
+                float("nan") if value is None else COLUMNS[m].scale * float(value))
         if "speed_level" in study:
             value = (metrics.steps_to_accuracy(summary.curves, study["speed_level"])
                      if summary.curves else float("nan"))
@@ -207,7 +205,7 @@ def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
             first = r.values.get(head)
             d = (r.paired or {}).get(head)
             body.append([r.strategy, str(0 if first is None else first.n)]
-                        + ["-" if r.values[c] is None else r.values[c].text(1 if c in PERCENT else 0)
+                        + ["-" if r.values[c] is None else r.values[c].text(COLUMNS[c].decimals)
                            for c in cols]
                         + [r.contrast or "", "" if r.contrast is None else "-" if d is None
                            else d.text(2), r.verdict(head)])

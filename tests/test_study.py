@@ -87,6 +87,7 @@ def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
     ({"contrasts": {"comet": "nave"}}, "unknown strategy 'nave'; did you mean 'naive'"),
     ({"contrasts": {"smoe": "naive"}}, "study.contrasts.smoe'.*unknown key"),
     ({"metrics": ["accuracy"]}, "unknown metric 'accuracy'; did you mean 'acc'"),
+    ({"metrics": ["intransigence"]}, "unknown metric 'intransigence'"),  # not in a summary
     ({"speed_level": 35}, "speed_level.*must be in"),
     ({"goals": [{"name": "g", "strategy": "comet"}]}, "needs one bar"),
     ({"goals": [{"name": "g", "strategy": "comet", "above": 1.0, "above_strategy": "naive"}]},
