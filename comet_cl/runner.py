@@ -50,6 +50,7 @@ from comet_cl.strategies import (
     load_preset,
     method_of,
     method_plugins,
+    phase_updates,
     validate_preset,
 )
 from comet_cl.streams import StreamSpec, input_shape, make_stream
@@ -405,7 +406,7 @@ def _planned_steps(train: dict, train_stream, done: int) -> int:
     epochs x minibatches per experience."""
     left = list(train_stream[done:])
     if train.get("iterations"):
-        return train["iterations"] * len(left)
+        return phase_updates(train["iterations"], len(left))
     batch = train["batch_size"]
     return train["epochs"] * sum(-(-len(e.dataset) // batch) for e in left)
 

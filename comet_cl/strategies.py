@@ -153,6 +153,13 @@ def method_plugins(preset: Preset) -> list[SupervisedPlugin]:
 LOGITS = ("all", "seen")
 
 
+def phase_updates(iterations: int | None, n_experiences: int) -> int | None:
+    """Minibatch updates of a training phase over ``n_experiences`` under an iterations budget
+    (None: an epochs budget): ``iterations`` per experience, so a joint phase over all of them
+    makes as many updates as the sequential runs it bounds."""
+    return None if iterations is None else iterations * n_experiences
+
+
 class TensorLoaderMixin:
     """Fast tensor minibatches and sample ids for any Avalanche supervised template, and the
     ``[train] logits`` option.
@@ -175,7 +182,7 @@ class TensorLoaderMixin:
 
     def iterations_now(self) -> int | None:
         """The minibatch budget of the training phase about to start."""
-        return self.train_iterations
+        return phase_updates(self.train_iterations, 1)
 
     def _before_training_exp(self, **kwargs):
         # From the stream, not from memory: a resumed run gets the same classes.
@@ -238,8 +245,7 @@ class JointStrategy(TensorLoaderMixin, JointTraining):
     same number of updates as the sequential runs it bounds."""
 
     def iterations_now(self) -> int | None:
-        n = self.train_iterations
-        return None if n is None else n * len(self._experiences)
+        return phase_updates(self.train_iterations, len(self._experiences))
 
     def _classes_now(self) -> list[int]:
         # Joint training steps through its first experience only, on all of them at once.
