@@ -328,7 +328,9 @@ def test_a_long_phase_is_checkpointed_inside_and_resumes_to_identical_numbers(
                                                          {"joint": 16, "naive": 4}[strategy])
         assert saved["recorder"]["phase"]["step"] == saved["phase_step"]
     execute_run(stopped)
-    execute_run(clean)
+    updates = []
+    execute_run(clean, on_step=updates.append)
+    assert len(updates) == 24  # 12 per experience; joint makes as many on the union
     events = [json.loads(line) for line in (stopped / "events.jsonl").read_text().splitlines()]
     resumed = next(e for e in events if e["event"] == "resumed")
     assert resumed.get("from_step", 0) == saved["phase_step"]
