@@ -15,14 +15,15 @@ is written (``comet_cl.config`` checks every name)::
 Contrasts and strategy goals are paired by seed: both runs of a seed share the data order and,
 in split streams, the class pairs, so the seed's own luck cancels. A claim ("higher", "holds")
 is made only where the 95% t-interval excludes zero (or the bar); below 3 seeds nothing is
-claimed. ``python -m comet_cl.study RESULTS...`` prints the tables as Markdown.
+claimed. ``python -m comet_cl.study RESULTS...`` prints the tables as Markdown; the report
+builds the same tables from the runs it has already read.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,13 +116,14 @@ class Goal:
             self.sign]
 
 
-def _scores(folder: Path, study: dict) -> dict[str, dict[str, dict[int, float]]]:
+def _scores(runs: Iterable, study: dict) -> dict[str, dict[str, dict[int, float]]]:
     """metric -> strategy -> seed -> value (percent where the metric is a fraction), from the
-    finished runs of ``folder``; ``speed_level`` adds the updates to that accuracy."""
+    finished ``runs`` (anything with ``config`` and ``summary``, None when unfinished: the
+    contract's StoredRun, the report's Run); ``speed_level`` adds the updates to that accuracy."""
     wanted = list(study["metrics"]) + ([SPEED] if "speed_level" in study else [])
     scores: dict[str, dict[str, dict[int, float]]] = {m: {} for m in wanted}
-    for run in iter_stored_runs(folder):
-        if not run.finished:
+    for run in runs:
+        if run.summary is None:
             continue
         name, seed, summary = run.config.strategy_name, run.config.seed, run.summary
         for m in study["metrics"]:
@@ -150,21 +152,20 @@ class Study:
     levels: dict[str, float]
 
 
-def tables(folders: Sequence[Path]) -> Study:
-    """The study over the results ``folders`` whose suite has a [study] table."""
+def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
+    """The study over ``(name, spec, runs)`` of each suite (runs as :func:`_scores` takes
+    them); suites whose spec has no [study] table are left out."""
     rows, goals, columns, levels = [], [], {}, {}
-    for folder in folders:
-        suite = res.read_json(Path(folder) / res.SUITE_FILE)
-        study = suite["spec"].get("study")
+    for name, spec, runs in suites:
+        study = spec.get("study")
         if not study:
             continue
-        name = suite["name"]
-        scores = _scores(Path(folder), study)
+        scores = _scores(runs, study)
         columns[name] = list(scores)
         if "speed_level" in study:
             levels[name] = study["speed_level"]
         contrasts = study.get("contrasts", {})
-        for strategy in [s["name"] for s in suite["spec"]["strategies"]]:
+        for strategy in [s["name"] for s in spec["strategies"]]:
             ref = contrasts.get(strategy)
             values = {m: Estimate.of(list(scores[m].get(strategy, {}).values())) for m in scores}
             paired = None if ref is None else {
@@ -181,6 +182,15 @@ def tables(folders: Sequence[Path]) -> Study:
                 bar, sign = goal["above_strategy"] + " (paired)", (0 if est is None else est.sign())
             goals.append(Goal(name, goal["name"], goal["strategy"], bar, est, sign))
     return Study(rows, goals, columns, levels)
+
+
+def read(folders: Sequence[Path]) -> list[tuple[str, dict, list]]:
+    """``(name, spec, runs)`` of each results folder, for :func:`tables`."""
+    out = []
+    for folder in map(Path, folders):
+        suite = res.read_json(folder / res.SUITE_FILE)
+        out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
+    return out
 
 
 def _header(metric: str, level: float | None = None) -> str:
@@ -239,4 +249,4 @@ def markdown(study: Study) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(tables([Path(p) for p in sys.argv[1:]])), end="")
+    print(markdown(tables(read(sys.argv[1:]))), end="")
