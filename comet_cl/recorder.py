@@ -89,6 +89,11 @@ class RunRecorder(SupervisedPlugin):
                                    self._step % self.curve_stride == 0):
             self._probe(strategy)
 
+    @property
+    def phase_step(self) -> int:
+        """Minibatches trained so far in the phase in progress (a resumed one's included)."""
+        return self._step
+
     def after_training_exp(self, strategy, **kwargs):
         self.train_time.append(time.perf_counter() - self._start - self._probe_time)
         self._loader = None
@@ -98,7 +103,7 @@ class RunRecorder(SupervisedPlugin):
         count and training seconds so far; its curve is the last of ``curves``)."""
         state = {"curves": [list(c) for c in self.curves], "train_time": list(self.train_time)}
         if mid_phase:
-            state["phase"] = {"step": self._step, "train_seconds":
+            state["phase"] = {"step": self.phase_step, "train_seconds":
                               time.perf_counter() - self._start - self._probe_time}
         return state
 

@@ -352,11 +352,10 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
     if on_step is not None:
         extra.append(_StepCallback(on_step))
     phase_step = 0 if state is None else state.get("phase_step", 0)
-    phase = {"index": 0}  # the phase in training, for a mid-phase checkpoint
     if _checkpoints_mid_phase(cfg["train"], plugins + run_plugins):
-        extra.append(_PhaseCheckpoint(lambda strategy, step: _save_checkpoint(
-            folder, strategy, plugins, recorder, R0, R, phase["index"], phase_step=step),
-            start=phase_step))
+        # the phase in training is the one after the len(R) finished ones (joint: its only one)
+        extra.append(_PhaseCheckpoint(lambda strategy: _save_checkpoint(
+            folder, strategy, plugins, recorder, R0, R, len(R), phase_step=recorder.phase_step)))
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
                               device=dev, seed=cfg["seed"], plugins=plugins + extra,
                               evaluator=loggers.evaluator(log, folder))
@@ -377,7 +376,6 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
     if on_start is not None:
         on_start(_planned_steps(cfg["train"], bench.train_stream, done) - phase_step)
     for i in range(done, len(phases)):
-        phase["index"] = i
         strategy.train(phases[i])
         R.append(recorder.evaluate(strategy))
         _save_checkpoint(folder, strategy, plugins, recorder, R0, R, i + 1)
@@ -449,25 +447,21 @@ def _checkpoints_mid_phase(train: dict, plugins: list) -> bool:
 
 
 class _PhaseCheckpoint(SupervisedPlugin):
-    """Calls ``save(strategy, step)`` at the end of a minibatch once ``MID_PHASE_SECONDS``
-    have passed since the phase (or the last save) began; ``step`` counts the phase's
-    minibatches so far. ``start``: the minibatches a resumed phase had done already."""
+    """Calls ``save(strategy)`` at the end of a minibatch once ``MID_PHASE_SECONDS`` have
+    passed since the phase (or the last save) began. It must come after the run's recorder,
+    whose ``phase_step`` the save records."""
 
-    def __init__(self, save, start: int = 0):
+    def __init__(self, save):
         super().__init__()
-        self.save, self.step, self.last = save, start, time.monotonic()
+        self.save, self.last = save, time.monotonic()
 
     def before_training_exp(self, strategy, **kwargs):
         self.last = time.monotonic()
 
     def after_training_iteration(self, strategy, **kwargs):
-        self.step += 1
         if time.monotonic() - self.last >= MID_PHASE_SECONDS:
-            self.save(strategy, self.step)
+            self.save(strategy)
             self.last = time.monotonic()
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.step = 0
 
 
 def _load_checkpoint(folder: Path) -> dict | None:
