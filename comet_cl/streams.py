@@ -74,7 +74,7 @@ class StreamSpec:
     def __post_init__(self):
         if self.pixels not in PIXELS:
             raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
-        if self.class_order is not None and (why := self.kind.class_order_error(self.class_order)):
+        if why := self.kind.class_order_error(self.class_order):
             raise ValueError(f"class_order {why}")
         if not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"pad must be a non-negative int, got {self.pad!r}")
