@@ -42,19 +42,20 @@ def _load_heavy(module: str):
 def _run(args) -> int:
     if args.strategies is not None:  # names may also come comma-joined: "naive,ewc"
         args.strategies = [n for arg in args.strategies for n in arg.split(",") if n]
-    from comet_cl.config import load_suite
-    load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
+    from comet_cl.config import first_seeds, load_suite
+    suite = load_suite(args.spec)  # a spec's mistakes, at once: before torch and Avalanche load
+    seeds = None if args.seeds is None else first_seeds(suite["seeds"], args.seeds)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file, not a folder")
     runner = _load_heavy("comet_cl.runner")
     plan_suite, run_suite = runner.plan_suite, runner.run_suite
     if args.plan_only:
         for folder in plan_suite(args.spec, args.out, strategies=args.strategies,
-                                 seeds=_seeds(args.seeds), unfinished=True):
+                                 seeds=seeds, unfinished=True):
             print(folder)
         return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
-                     seeds=_seeds(args.seeds), data_root=args.data_root, device=args.device, workers=args.workers,
+                     seeds=seeds, data_root=args.data_root, device=args.device, workers=args.workers,
                      progress=not args.quiet, executor=args.executor, log=args.log or (),
                      executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS})
     _print_table(runs)
@@ -64,10 +65,6 @@ def _run(args) -> int:
 # run's cluster flags, by ExecutorOptions field (None: the spec's [executor] table decides)
 _EXECUTOR_FLAGS = ("address", "cpus_per_run", "gpus_per_run", "max_retries", "partition", "time",
                    "array_parallelism")
-
-
-def _seeds(n: int | None) -> list[int] | None:
-    return list(range(n)) if n is not None else None
 
 
 def _positive_int(text: str) -> int:
@@ -209,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
                      help="run only these strategies of the suite (default: all); "
                           "space- or comma-separated")
     run.add_argument("--seeds", type=_positive_int, metavar="N",
-                     help="run seeds 0..N-1 instead of the spec's seeds")
+                     help="run the first N of the spec's seeds (beyond those it lists: the smallest "
+                          "unused ones from 0)")
     run.add_argument("--data-root", metavar="DIR",
                      help="folder holding the datasets (torchvision layout); "
                           "default: COMET_CL_DATA, the user cache, then known places")

@@ -399,3 +399,23 @@ def test_strategies_may_be_space_or_comma_separated(tmp_path, capsys):
     code, _, err = run(capsys, "run", spec, "--out", tmp_path / "c", "--plan-only",
                        "--strategies", "naive,sii")
     assert code == 2 and "'sii' is not in suite 'cli'; did you mean 'si'?" in one_line(err)
+
+
+def test_seeds_n_runs_the_first_n_of_the_specs_seeds(tmp_path, capsys):
+    """A suite over van de Ven's seeds 1..20 with --seeds 2 plans seeds 1 and 2 (it once planned
+    0 and 1: a seed 0 the spec never declared, added to its folder's suite.json); more seeds than
+    the spec lists continue with the smallest unused ones."""
+    spec = tmp_path / "suite.toml"
+    assert "seeds = [0]" in GOOD
+    spec.write_text(GOOD.replace("seeds = [0]", "seeds = [3, 1, 7]"))
+
+    def planned(out, n):
+        code, stdout, err = run(capsys, "run", spec, "--out", tmp_path / out, "--plan-only",
+                                "--seeds", n)
+        assert code == 0, err
+        return [int(Path(p).name.removeprefix("seed-")) for p in stdout.split()]
+
+    assert sorted(planned("a", "2")) == [1, 3]
+    assert sorted(planned("b", "5")) == [0, 1, 2, 3, 7]
+    assert sorted(planned("c", "3")) == [1, 3, 7]
+    assert json.loads((tmp_path / "a" / "suite.json").read_text())["spec"]["seeds"] == [1, 3]

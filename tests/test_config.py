@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from comet_cl.config import ConfigError, load_suite, packaged_suites, parse_suite, suite_path
+from comet_cl.config import ConfigError, first_seeds, load_suite, packaged_suites, parse_suite, suite_path
 from comet_cl.contract import RunConfig
 from comet_cl.runner import plan
 from comet_cl.strategies import load_preset
@@ -214,3 +214,12 @@ def test_dump_toml_reads_back_as_written():
     assert tomllib.loads(dump_toml(table)) == table
     with pytest.raises(TypeError, match="cannot write"):
         dump_toml({"x": object()})
+
+
+def test_first_seeds_keeps_the_specs_order_then_fills_from_zero():
+    assert first_seeds([0, 1, 2], 2) == [0, 1]
+    assert first_seeds([0, 1], 4) == [0, 1, 2, 3]  # the packaged suites: 0..n-1 as before
+    assert first_seeds(list(range(1, 21)), 5) == [1, 2, 3, 4, 5]
+    assert first_seeds([5, 2], 4) == [5, 2, 0, 1]
+    with pytest.raises(ConfigError, match="--seeds: must be at least 1"):
+        first_seeds([0], 0)
