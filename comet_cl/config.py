@@ -246,18 +246,6 @@ SWEEP_KEYS = {
     "grid": Rule("table"),
 }
 DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
-
-
-def first_seeds(spec_seeds: list[int], n: int) -> list[int]:
-    """The seeds ``--seeds n`` runs: the first n of the spec's list, in its order, then (when n
-    asks for more than it lists) the smallest non-negative ints it does not hold. A spec that
-    lists 0..k-1 gets 0..n-1; one that lists van de Ven's 1..20 gets 1..n, not a seed 0 that
-    it never declared."""
-    if n < 1:
-        raise ConfigError(f"--seeds: must be at least 1, got {n}")
-    seeds = list(dict.fromkeys(spec_seeds))[:n]
-    extra = (s for s in itertools.count() if s not in seeds)
-    return seeds + [next(extra) for _ in range(n - len(seeds))]
 PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table")}
 def _metric_names():
     """The metrics every run's summary stores (intransigence needs the joint runs: report only)."""
@@ -472,6 +460,18 @@ def load_suite(spec) -> dict:
     """Parse a suite given as a path or as the name of a packaged suite."""
     path = suite_path(spec)
     return parse_suite(read_toml(path), path)
+
+
+def first_seeds(spec_seeds: list[int], n: int) -> list[int]:
+    """The seeds ``--seeds n`` runs: the first n of the spec's list, in its order, then (when n
+    asks for more than it lists) the smallest non-negative ints it does not hold. A spec that
+    lists 0..k-1 gets 0..n-1; one that lists van de Ven's 1..20 gets 1..n, not a seed 0 that
+    it never declared."""
+    if n < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {n}")
+    seeds = list(dict.fromkeys(spec_seeds))[:n]
+    extra = (s for s in itertools.count() if s not in seeds)
+    return seeds + [next(extra) for _ in range(n - len(seeds))]
 
 
 # ---- writing TOML -------------------------------------------------------------------------

@@ -15,15 +15,15 @@ trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/before" && git archive "$BEFORE" | tar -x -C "$TMP/before"
 export OMP_NUM_THREADS=1
 
-timed() {  # label dir spec
+timed() {  # label commit dir spec
   local start end
   start=$(date +%s.%N)
-  (cd "$2" && PYTHONPATH="$2" "$PY" -m comet_cl.cli run "$3" --workers 2 --quiet \
+  (cd "$3" && PYTHONPATH="$3" "$PY" -m comet_cl.cli run "$4" --workers 2 --quiet \
      --data-root "$DATA" --out "$TMP/out-$1" > "$TMP/$1.log" 2>&1)
   end=$(date +%s.%N)
-  printf '%-8s %s %7.1f s  %s runs\n' "$1" "$(git -C "$2" rev-parse --short HEAD 2>/dev/null || echo "$BEFORE")" \
+  printf '%-8s %s %7.1f s  %s runs\n' "$1" "$2" \
     "$(echo "$end - $start" | bc)" "$(find "$TMP/out-$1" -name summary.json | wc -l)"
 }
 echo "quick suite, --workers 2, OMP_NUM_THREADS=1, $(nproc --all) cores, $(date -u +%FT%TZ)"
-timed before "$TMP/before" benchmarks/quick.toml
-timed after "$PWD" quick
+timed before "$BEFORE" "$TMP/before" benchmarks/quick.toml
+timed after "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" "$PWD" quick
