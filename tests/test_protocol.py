@@ -180,6 +180,51 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     assert "lr=1e-05, p_k=0.5: " in preset.source and "highest final average accuracy" in preset.source
 
 
+def _points(*scores):
+    return [{"values": {"c": i}, "valid_acc": list(v), "mean": sum(v) / len(v)}
+            for i, v in enumerate(scores)]
+
+
+def test_sweep_margin_says_whether_the_choice_is_resolved_from_the_runner_up():
+    from comet_cl.sweep import margin, margin_text
+    # clearly ahead on every seed: the paired interval clears zero
+    clear = margin(_points([0.50, 0.52, 0.51], [0.80, 0.82, 0.81], [0.70, 0.71, 0.73]), 1)
+    assert clear["runner_up"] == {"c": 2}
+    assert clear["difference"] == pytest.approx(0.0967, abs=1e-4) and clear["separable"] is True
+    # ahead on the mean, behind on one seed: the interval straddles zero
+    noisy = margin(_points([0.70, 0.60, 0.66], [0.64, 0.66, 0.63]), 0)
+    assert noisy["separable"] is False and noisy["half"] > noisy["difference"] > 0
+    assert margin_text(noisy).endswith(" pp: not separable")
+    assert margin_text(clear) == "+9.7 \u00b1 3.8 pp: separable"
+    # one seed cannot say; a one-point grid has no runner-up
+    one = margin(_points([0.66], [0.63], [0.65]), 0)
+    assert one["half"] is None and one["separable"] is None and one["runner_up"] == {"c": 2}
+    assert margin_text(one) == "+1.0 pp (one seed: not tested)"
+    assert margin(_points([0.5]), 0) is None
+
+
+def test_choosing_for_some_strategies_keeps_every_other_finished_sweep(tmp_path):
+    from comet_cl.sweep import SWEEP_FILE, choose
+    suite = parse_suite({**SWEPT, "seeds": [0], "strategies": [
+        {"preset": "naive", "name": "a"}, {"preset": "naive", "name": "b"}],
+        "sweep": {"seeds": [0, 1], "valid_fraction": 0.25,
+                  "grid": {"a": {"lr": [0.1, 0.2]}, "b": {"lr": [0.1, 0.2]}}}})
+    scores = {"a@lr=0.1": (0.5, 0.6), "a@lr=0.2": (0.7, 0.8), "b@lr=0.1": (0.9, 0.9)}
+    for name, accs in scores.items():
+        for seed, acc in enumerate(accs):
+            write_finished_run(tmp_path / "sweep", "swept-sweep", name, seed, acc)
+    with pytest.raises(ConfigError, match="2 tuning runs .* have not finished"):
+        choose(suite, tmp_path, ["b"])  # b@lr=0.2 has not run
+    assert choose(suite, tmp_path, ["a"]) == {("split-mnist", "a"): {"lr": 0.2}}
+    for seed in (0, 1):
+        write_finished_run(tmp_path / "sweep", "swept-sweep", "b@lr=0.2", seed, 0.1)
+    assert choose(suite, tmp_path, ["b"]) == {("split-mnist", "b"): {"lr": 0.1}}
+    table = json.loads((tmp_path / SWEEP_FILE).read_text())["streams"]["split-mnist"]
+    assert set(table) == {"a", "b"}  # a's finished sweep stays beside b's
+    assert table["a"]["chosen"] == {"lr": 0.2} and table["a"]["margin"]["runner_up"] == {"lr": 0.1}
+    assert table["b"]["margin"]["separable"] is True
+
+
 def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
     bad_grid = {**SWEPT, "sweep": {"grid": {"nope": {"lr": [1e-3]}}}}
     with pytest.raises(ConfigError, match="'sweep.grid.nope': unknown key"):

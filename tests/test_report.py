@@ -283,8 +283,14 @@ def test_a_validation_sweep_gets_its_page_and_csv(tmp_path):
     sweep = pd.read_csv(result.pdf.with_name("report-sweep.csv"))
     assert len(sweep) == 7 and sweep.chosen.sum() == 2
     assert set(sweep[sweep.chosen].point) == {"lr=0.01", "lr=0.1, p_k=0.1"}
+    margins = sweep[sweep.chosen].set_index("strategy").margin
+    assert margins["naive"].startswith("+0.5 \u00b1 ") and margins["naive"].endswith(": not separable")
+    assert margins["comet"] == "+4.0 \u00b1 0.0 pp: separable"
+    assert sweep[~sweep.chosen].margin.isna().all()  # said once, on the chosen row
+    assert set(sweep[sweep.runner_up].point) == {"lr=0.1", "lr=0.01, p_k=0.1"}
     page = PdfReader(result.pdf).pages[_page_with(result.pdf, "selection rule")].extract_text()
     assert "lr=0.1, p_k=0.1" in page and "26.0 \u00b1" in page and "highest mean validation" in page
+    assert "runner-up" in page and "not separable" in page
 
 
 def test_a_suite_with_a_study_gets_its_contrast_page_and_csv(tiny_results, tmp_path):

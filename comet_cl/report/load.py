@@ -19,10 +19,11 @@ import pandas as pd
 
 from comet_cl import metrics
 from comet_cl import results as res
+from comet_cl import sweep as sweep_rule
 from comet_cl.contract import ContractError, RunConfig, RunSummary, read_run
 
 KEYS = ["group", "stream", "strategy"]
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = sweep_rule.SWEEP_FILE
 
 
 class ReportError(Exception):
@@ -292,7 +293,9 @@ def overlap_frame(runs: Sequence[Run]) -> pd.DataFrame:
 
 def sweep_frame(suites: Sequence[Suite]) -> pd.DataFrame:
     """Every validation-sweep point: group, stream, strategy, rule, point (its values as
-    text), values, valid mean, per-seed scores, chosen. Empty when no suite has a sweep."""
+    text), values, valid mean, per-seed scores, chosen, runner-up (the next best point), and on
+    the chosen row its margin over the runner-up in words (comet_cl.sweep.margin). Empty when
+    no suite has a sweep."""
     rows = []
     for suite in suites:
         if suite.sweep is None:
@@ -301,6 +304,9 @@ def sweep_frame(suites: Sequence[Suite]) -> pd.DataFrame:
             for stream, by_strategy in suite.sweep["streams"].items():
                 for strategy, entry in by_strategy.items():
                     chosen = entry["chosen"]
+                    best = [p["values"] for p in entry["points"]].index(chosen)
+                    margin = sweep_rule.margin(entry["points"], best)
+                    second = margin and margin["runner_up"]
                     for p in entry["points"]:
                         rows.append({"group": suite.label, "stream": stream, "strategy": strategy,
                                      "rule": suite.sweep.get("rule", ""), "grid": entry["grid"],
@@ -308,11 +314,14 @@ def sweep_frame(suites: Sequence[Suite]) -> pd.DataFrame:
                                                         else f"{k}={v}" for k, v in p["values"].items()),
                                      "values": p["values"], "mean": float(p["mean"]),
                                      "valid_acc": [float(v) for v in p["valid_acc"]],
-                                     "chosen": p["values"] == chosen})
+                                     "chosen": p["values"] == chosen,
+                                     "runner_up": p["values"] == second,
+                                     "margin": sweep_rule.margin_text(margin)
+                                     if p["values"] == chosen else ""})
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ReportError(f"{suite.folder / SWEEP_FILE}: malformed sweep ({type(e).__name__}: {e})") from e
     return pd.DataFrame(rows, columns=[*KEYS, "rule", "grid", "point", "values", "mean",
-                                       "valid_acc", "chosen"])
+                                       "valid_acc", "chosen", "runner_up", "margin"])
 
 
 def load_results(*results_dirs: Path | str) -> pd.DataFrame:

@@ -201,9 +201,10 @@ def sweep_table(sweep: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         rows.append({"Stream": r.stream, "Strategy": r.strategy, "Point": r.point,
                      "Validation ACC (%)": f"{r.mean * 100:.1f} \u00b1 {ci}",
                      "Per seed (%)": ", ".join(f"{v * 100:.1f}" for v in r.valid_acc),
-                     "Chosen": "\u2713" if r.chosen else ""})
+                     "Chosen": "\u2713" if r.chosen else "runner-up" if r.runner_up else "",
+                     "Ahead of runner-up": r.margin})
     table = pd.DataFrame(rows, columns=["Stream", "Strategy", "Point", "Validation ACC (%)",
-                                        "Per seed (%)", "Chosen"])
+                                        "Per seed (%)", "Chosen", "Ahead of runner-up"])
     return table, np.column_stack([sweep.chosen.to_numpy(bool)] * len(table.columns)) \
         if len(table) else np.zeros((0, len(table.columns)), bool)
 
@@ -268,4 +269,8 @@ def sweep_notes(rule: str) -> list[str]:
     return [f"Validation sweep: each point of the grid trained and scored on the validation "
             f"split; selection rule: {rule or 'not stated'}. Bold and \u2713: the chosen point, "
             f"used by the runs on the following pages. Validation ACC: mean \u00b1 95% CI over "
-            f"seeds ('\u00b1 {DASH}' for one seed)."]
+            f"seeds ('\u00b1 {DASH}' for one seed). Ahead of runner-up: the chosen point's "
+            f"validation ACC minus the next best point's, paired by seed, with the 95% CI "
+            f"(pp); 'separable' "
+            f"when that interval clears zero. A one-seed sweep cannot test it, and a choice "
+            f"that is not separable is as good as its runner-up on the evidence."]
