@@ -166,6 +166,19 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
 
 # ---- tuned presets -------------------------------------------------------------------------
 
+def tuned_name(suite: str, stream: str | None, strategy: str) -> str:
+    """A tuned preset's name: ``<suite>-<strategy>``, or ``<suite>-<stream>-<strategy>``."""
+    return "-".join([suite] + ([stream] if stream else []) + [strategy])
+
+
+def tuned_for(preset: str) -> str | None:
+    """The packaged suite whose sweep a preset name says it was tuned by (see
+    :func:`tuned_name`), or None: a base preset. A tuned copy costs what its base costs,
+    so the speed benchmark leaves it out."""
+    from comet_cl.config import packaged_suites
+    return next((suite for suite in packaged_suites() if preset.startswith(f"{suite}-")), None)
+
+
 def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> dict[str, str]:
     """One preset file's text per tuned (stream, strategy) of a finished sweep in ``out``:
     the strategy's preset with the chosen values written in, named ``<suite>-<strategy>``
@@ -189,9 +202,10 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
             values = ", ".join(f"{k} = {_fmt(v)}" for k, v in result["chosen"].items())
             best = [p["values"] for p in result["points"]].index(result["chosen"])
             m = margin(result["points"], best)
+            runner = m and ", ".join(f"{k}={_fmt(v)}" for k, v in m["runner_up"].items())
             ahead = "The only grid point" if m is None else (
-                f"Ahead of the runner-up ({', '.join(f'{k}={_fmt(v)}' for k, v in m['runner_up'].items())}) "
-                f"in validation ACC by {margin_text(m)} (paired by seed; 95% CI)")
+                f"Ahead of the runner-up ({runner}) in validation ACC by {margin_text(m)} "
+                f"(paired by seed; 95% CI)")
             preset["description"] = (f"{name} as tuned for suite {suite['name']} "
                                      f"(stream {stream}): {values}.")
             preset["source"] = (
@@ -200,7 +214,7 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
                 f"seeds {chosen['seeds']}); rule: {chosen['rule']}. Validation ACC per point: "
                 f"{scores}. {ahead}. Everything else as the '{entry['preset']}' preset: "
                 f"{base.get('source', '')}")
-            file_name = "-".join([suite["name"]] + ([stream] if several else []) + [name])
+            file_name = tuned_name(suite["name"], stream if several else None, name)
             ordered = {k: preset[k] for k in ("description", "method", "model", "source")}
             ordered.update({t: preset[t] for t in ("params", "train", "model_config") if preset[t]})
             texts[file_name] = dump_toml(ordered)

@@ -225,6 +225,18 @@ def test_choosing_for_some_strategies_keeps_every_other_finished_sweep(tmp_path)
     assert table["b"]["margin"]["separable"] is True
 
 
+def test_a_tuned_preset_name_says_which_suite_tuned_it():
+    from comet_cl.strategies import available_presets
+    from comet_cl.sweep import tuned_for, tuned_name
+    name = tuned_name("vandeven-split-mnist-class", None, "ewc-online")
+    assert name == "vandeven-split-mnist-class-ewc-online"
+    assert tuned_for(name) == "vandeven-split-mnist-class"
+    assert tuned_name("s", "split-mnist", "si") == "s-split-mnist-si"
+    assert [n for n in ("ewc", "comet-ewc", "ewc-online", "naive") if tuned_for(n)] == []
+    assert tuned_for("vandeven-split-mnist-domain-si") == "vandeven-split-mnist-domain"
+    assert "vandeven-split-mnist-domain-si" in available_presets()  # shipped, and recognised
+
+
 def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
     bad_grid = {**SWEPT, "sweep": {"grid": {"nope": {"lr": [1e-3]}}}}
     with pytest.raises(ConfigError, match="'sweep.grid.nope': unknown key"):
