@@ -271,6 +271,6 @@ def sweep_notes(rule: str) -> list[str]:
             f"used by the runs on the following pages. Validation ACC: mean \u00b1 95% CI over "
             f"seeds ('\u00b1 {DASH}' for one seed). Ahead of runner-up: the chosen point's "
             f"validation ACC minus the next best point's, paired by seed, with the 95% CI "
-            f"(pp); 'separable' "
-            f"when that interval clears zero. A one-seed sweep cannot test it, and a choice "
-            f"that is not separable is as good as its runner-up on the evidence."]
+            f"(pp); 'separable' when that interval clears zero. A one-seed sweep cannot test "
+            f"it, and a choice that is not separable is as good as its runner-up on the "
+            f"evidence."]
