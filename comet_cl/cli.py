@@ -59,7 +59,29 @@ def _run(args) -> int:
                      progress=not args.quiet, executor=args.executor, log=args.log or (),
                      executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS})
     _print_table(runs)
+    if runs:
+        from comet_cl.results import suite_folder
+        _print_sweep(suite_folder(runs[0]), args.strategies)
     return 0
+
+
+def _print_sweep(folder: Path, strategies: list[str] | None) -> None:
+    """Each validation-sweep choice of the strategies run, and how far it is ahead of its
+    runner-up: whether the sweep resolved it is part of the result."""
+    from comet_cl import results as res
+    from comet_cl import sweep
+    path = folder / sweep.SWEEP_FILE
+    if not path.is_file():
+        return
+    chosen = [(stream, name, entry) for stream, by_name in res.read_json(path)["streams"].items()
+              for name, entry in by_name.items() if not strategies or name in strategies]
+    if chosen:
+        print(f"\nvalidation sweep ({path}): chosen point; its lead over the runner-up")
+    for stream, name, entry in chosen:
+        m = sweep.entry_margin(entry)
+        runner = "" if m is None else f"vs {sweep.values_text(m['runner_up'])}: "
+        print(f"{stream:<22}{name:<16}{sweep.values_text(entry['chosen'])}; "
+              f"{runner}{sweep.margin_text(m)}")
 
 
 # run's cluster flags, by ExecutorOptions field (None: the spec's [executor] table decides)

@@ -108,6 +108,18 @@ def margin(points: list[dict], best: int) -> dict | None:
             "separable": None if half is None else bool(difference - half > 0)}
 
 
+def entry_margin(entry: dict) -> dict | None:
+    """The :func:`margin` of one (stream, strategy) entry of sweep.json, recomputed from its
+    points (so a file written before margins were stored gets one too)."""
+    best = [p["values"] for p in entry["points"]].index(entry["chosen"])
+    return margin(entry["points"], best)
+
+
+def values_text(values: dict) -> str:
+    """A grid point as text: 'ewc_lambda=1e+06, gamma=0.7'."""
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+
+
 def margin_text(m: dict | None) -> str:
     """A :func:`margin` in words: '+1.2 \u00b1 0.8 pp: separable', '+0.3 pp (one seed: not
     tested)'. The runner-up is named by whoever shows the margin."""
@@ -196,16 +208,13 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
             preset = {"method": base["method"], "model": entry.get("model", base.get("model", "dense"))}
             for table in ("params", "train", "model_config"):
                 preset[table] = {**base.get(table, {}), **entry.get(table, {})}
-            scores = "; ".join(
-                f"{', '.join(f'{k}={_fmt(v)}' for k, v in p['values'].items())}: "
-                f"{p['mean']:.4f}" for p in result["points"])
+            scores = "; ".join(f"{values_text(p['values'])}: {p['mean']:.4f}"
+                               for p in result["points"])
             values = ", ".join(f"{k} = {_fmt(v)}" for k, v in result["chosen"].items())
-            best = [p["values"] for p in result["points"]].index(result["chosen"])
-            m = margin(result["points"], best)
-            runner = m and ", ".join(f"{k}={_fmt(v)}" for k, v in m["runner_up"].items())
+            m = entry_margin(result)
             ahead = "The only grid point" if m is None else (
-                f"Ahead of the runner-up ({runner}) in validation ACC by {margin_text(m)} "
-                f"(paired by seed; 95% CI)")
+                f"Ahead of the runner-up ({values_text(m['runner_up'])}) in validation ACC by "
+                f"{margin_text(m)} (paired by seed; 95% CI)")
             preset["description"] = (f"{name} as tuned for suite {suite['name']} "
                                      f"(stream {stream}): {values}.")
             preset["source"] = (

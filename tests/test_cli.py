@@ -419,3 +419,20 @@ def test_seeds_n_runs_the_first_n_of_the_specs_seeds(tmp_path, capsys):
     assert sorted(planned("b", "5")) == [0, 1, 2, 3, 7]
     assert sorted(planned("c", "3")) == [1, 3, 7]
     assert json.loads((tmp_path / "a" / "suite.json").read_text())["spec"]["seeds"] == [1, 3]
+
+
+def test_run_prints_each_sweep_choice_and_whether_it_is_resolved(tmp_path, capsys):
+    # the fixture predates stored margins: the lead is recomputed from its points
+    (tmp_path / "sweep.json").write_text(
+        (Path(__file__).parent / "fixtures" / "sweep.json").read_text())
+    cli._print_sweep(tmp_path, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("validation sweep (") and len(lines) == 3
+    naive, comet = lines[1].split(), lines[2].split()
+    assert naive[:3] == ["split-mnist", "naive", "lr=0.01;"] and lines[1].endswith("not separable")
+    assert comet[:2] == ["split-mnist", "comet"]
+    assert lines[2].endswith("lr=0.1, p_k=0.1; vs lr=0.01, p_k=0.1: +4.0 \u00b1 0.0 pp: separable")
+    cli._print_sweep(tmp_path, ["comet"])  # only the strategies that ran
+    assert [l.split()[1] for l in capsys.readouterr().out.strip().splitlines()[1:]] == ["comet"]
+    cli._print_sweep(tmp_path / "nowhere", None)  # no sweep: nothing said
+    assert capsys.readouterr().out == ""

@@ -304,8 +304,7 @@ def sweep_frame(suites: Sequence[Suite]) -> pd.DataFrame:
             for stream, by_strategy in suite.sweep["streams"].items():
                 for strategy, entry in by_strategy.items():
                     chosen = entry["chosen"]
-                    best = [p["values"] for p in entry["points"]].index(chosen)
-                    margin = sweep_rule.margin(entry["points"], best)
+                    margin = sweep_rule.entry_margin(entry)
                     second = margin and margin["runner_up"]
                     for p in entry["points"]:
                         rows.append({"group": suite.label, "stream": stream, "strategy": strategy,
