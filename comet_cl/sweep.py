@@ -116,7 +116,9 @@ def entry_margin(entry: dict) -> dict | None:
 
 
 def values_text(values: dict) -> str:
-    """A grid point as text: 'ewc_lambda=1e+06, gamma=0.7'."""
+    """A grid point as text: 'ewc_lambda=1e+06, gamma=0.7', a list as 'widths=400-400' (as
+    in the tuning runs' folder names). The one text of a point: the CLI, the tuned presets'
+    source and the report's sweep page all use it."""
     return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 

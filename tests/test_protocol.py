@@ -203,6 +203,13 @@ def test_sweep_margin_says_whether_the_choice_is_resolved_from_the_runner_up():
     assert margin(_points([0.5]), 0) is None
 
 
+def test_a_grid_point_reads_the_same_everywhere_as_in_its_tuning_runs_name():
+    from comet_cl.sweep import label, values_text
+    point = {"widths": [400, 400], "p_k": 0.1, "lr": 1e-05, "gamma": 1.0}
+    assert values_text(point) == "widths=400-400, p_k=0.1, lr=1e-05, gamma=1"
+    assert label("comet", point) == "comet@" + values_text(point).replace(", ", ",")
+
+
 def test_choosing_for_some_strategies_keeps_every_other_finished_sweep(tmp_path):
     from comet_cl.sweep import SWEEP_FILE, choose
     suite = parse_suite({**SWEPT, "seeds": [0], "strategies": [

@@ -309,8 +309,7 @@ def sweep_frame(suites: Sequence[Suite]) -> pd.DataFrame:
                     for p in entry["points"]:
                         rows.append({"group": suite.label, "stream": stream, "strategy": strategy,
                                      "rule": suite.sweep.get("rule", ""), "grid": entry["grid"],
-                                     "point": ", ".join(f"{k}={v:g}" if isinstance(v, float)
-                                                        else f"{k}={v}" for k, v in p["values"].items()),
+                                     "point": sweep_rule.values_text(p["values"]),
                                      "values": p["values"], "mean": float(p["mean"]),
                                      "valid_acc": [float(v) for v in p["valid_acc"]],
                                      "chosen": p["values"] == chosen,
