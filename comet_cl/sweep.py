@@ -55,7 +55,7 @@ def _fmt(v) -> str:
 
 def label(strategy: str, point: dict) -> str:
     """The tuning run's strategy name, e.g. ``ewc@ewc_lambda=100``."""
-    return f"{strategy}@" + ",".join(f"{k}={_fmt(v)}" for k, v in point.items())
+    return f"{strategy}@" + values_text(point, sep=",")
 
 
 def with_values(entry: dict, point: dict) -> dict:
@@ -115,11 +115,11 @@ def entry_margin(entry: dict) -> dict | None:
     return margin(entry["points"], best)
 
 
-def values_text(values: dict) -> str:
-    """A grid point as text: 'ewc_lambda=1e+06, gamma=0.7', a list as 'widths=400-400' (as
-    in the tuning runs' folder names). The one text of a point: the CLI, the tuned presets'
-    source and the report's sweep page all use it."""
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+def values_text(values: dict, sep: str = ", ") -> str:
+    """A grid point as text: 'ewc_lambda=1e+06, gamma=0.7', a list as 'widths=400-400'. The
+    one text of a point: the CLI, the tuned presets' source, the report's sweep page and (with
+    ``sep=","``) the tuning runs' names (:func:`label`) all use it."""
+    return sep.join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
 def margin_text(m: dict | None) -> str:
