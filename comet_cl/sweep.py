@@ -193,6 +193,21 @@ def tuned_for(preset: str) -> str | None:
     return next((suite for suite in packaged_suites() if preset.startswith(f"{suite}-")), None)
 
 
+def _replaced_text(suite: dict, stream: str, base: dict, entry: dict, chosen: dict) -> str:
+    """What a tuned preset changed in its base: each chosen key with the value its runs had
+    before the sweep (layered as a run resolves them: the suite's [train] or the stream's
+    [model], then the base preset, then the suite entry), so that the base source's own words
+    about that value (say "c = 5, not tuned") read as the value replaced, not the one in use."""
+    stream_model = next((s["model"] for s in suite["streams"] if s["stream"]["name"] == stream), {})
+    below = {"params": {}, "train": suite.get("train", {}), "model_config": stream_model}
+    parts = []
+    for key, value in chosen.items():
+        part = target(key)
+        before = {**below[part], **base.get(part, {}), **entry.get(part, {})}.get(key)
+        parts.append(f"{key} {_fmt(before)}" if before is not None else f"{key} unset")
+    return "the sweep replaced its " + ", ".join(parts)
+
+
 def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> dict[str, str]:
     """One preset file's text per tuned (stream, strategy) of a finished sweep in ``out``:
     the strategy's preset with the chosen values written in, named ``<suite>-<strategy>``
@@ -223,8 +238,9 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
                 f"Chosen by the validation sweep of suite '{suite['name']}' on stream {stream} "
                 f"({chosen['valid_fraction']:g} of each experience's training data held out, "
                 f"seeds {chosen['seeds']}); rule: {chosen['rule']}. Validation ACC per point: "
-                f"{scores}. {ahead}. Everything else as the '{entry['preset']}' preset: "
-                f"{base.get('source', '')}")
+                f"{scores}. {ahead}. Everything else as the '{entry['preset']}' preset "
+                f"({_replaced_text(suite, stream, base, entries[name], result['chosen'])}), whose source "
+                f"reads: {base.get('source', '')}")
             file_name = tuned_name(suite["name"], stream if several else None, name)
             ordered = {k: preset[k] for k in ("description", "method", "model", "source")}
             ordered.update({t: preset[t] for t in ("params", "train", "model_config") if preset[t]})

@@ -178,6 +178,8 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     assert preset.train == {"lr": 3e-3} and preset.model_config == {"p_k": 0.5}
     assert preset.method == "naive" and "validation sweep of suite 'swept'" in preset.source
     assert "lr=1e-05, p_k=0.5: " in preset.source and "highest final average accuracy" in preset.source
+    # the values the sweep replaced, as the runs had them before it (suite [train], stream model)
+    assert "as the 'naive' preset (the sweep replaced its lr 0.001, p_k 0.5)" in preset.source
 
 
 def _points(*scores):
