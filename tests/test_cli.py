@@ -325,12 +325,20 @@ def wait_for(predicate, timeout: float, every: float = 0.05) -> bool:
     return False
 
 
+def _ctrl_c_as_at_a_terminal():
+    """In the child: SIGINT back to its default. A shell starts background jobs (``cmd &``,
+    ``nohup``) with SIGINT ignored, the child inherits that, and Python then rightly leaves
+    Ctrl-C ignored; these tests are about a command started from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     if not Path("/proc/self/maps").exists():
         pytest.skip("needs /proc to see when the command is importing torch")
     proc = subprocess.Popen(COMET_CL + ["run", "quick", "--out", str(tmp_path / "o")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_at_a_terminal)
 
     def importing_torch() -> bool:
         try:
@@ -356,7 +364,8 @@ def test_ctrl_c_with_two_workers_is_one_line_and_workers_stay_quiet(tmp_path):
     spec.write_text(INTERRUPTIBLE)
     proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--workers", "2",
                                         "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_at_a_terminal)
     started = wait_for(lambda: len(list(out.glob("runs/*/*/*/events.jsonl"))) == 2, 240)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     _, err = proc.communicate(timeout=120)
