@@ -82,7 +82,7 @@ def suite_hash(suite: dict) -> str:
 def _run_config(suite: dict, entry: dict, preset: Preset, seed: int, s_hash: str) -> dict:
     stream = StreamSpec(seed=seed, **entry["stream"]).resolved()
     model = {**_model_settings(entry["model"], preset, entry["strategy"]), "variant": preset.model}
-    train = {**suite["train"], **preset.train, **entry["strategy"].get("train", {})}
+    train = _train_settings(suite["train"], preset, entry["strategy"])
     return {"suite": suite["name"], "suite_hash": s_hash, "version": comet_cl.__version__,
             "seed": seed, "stream": stream, "model": model,
             "strategy": {**preset.resolved(), "name": entry["strategy"]["name"]},
@@ -104,6 +104,21 @@ def _preset(entry: dict, presets_dir: Path | None) -> Preset:
                           f"'{preset.model}'"
                           f"{closest(preset.model, VARIANTS)} (known: {', '.join(VARIANTS)})")
     return preset
+
+
+def _train_settings(suite_train: dict, preset: Preset, strategy: dict) -> dict:
+    """A run's train table: the suite's [train], then the preset's, then the strategy entry's."""
+    return {**suite_train, **preset.train, **strategy.get("train", {})}
+
+
+def strategy_settings(suite: dict, stream_entry: dict, strategy: dict,
+                      presets_dir: Path | None = None) -> dict[str, dict]:
+    """The params, train and model tables a run of ``strategy`` on ``stream_entry`` gets, by
+    the same layering as its config (so a tuned preset can name the values it replaced)."""
+    preset = _preset({**strategy, "path": suite.get("path")}, presets_dir)
+    return {"params": dict(preset.params),
+            "train": _train_settings(suite["train"], preset, strategy),
+            "model_config": _model_settings(stream_entry["model"], preset, strategy)}
 
 
 def _model_settings(stream_model: dict, preset: Preset, strategy: dict) -> dict:

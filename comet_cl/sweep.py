@@ -193,18 +193,19 @@ def tuned_for(preset: str) -> str | None:
     return next((suite for suite in packaged_suites() if preset.startswith(f"{suite}-")), None)
 
 
-def _replaced_text(suite: dict, stream: str, base: dict, entry: dict, chosen: dict) -> str:
+def _replaced_text(suite: dict, stream: str, entry: dict, chosen: dict,
+                   presets_dir: Path | None) -> str:
     """What a tuned preset changed in its base: each chosen key with the value its runs had
-    before the sweep (layered as a run resolves them: the suite's [train] or the stream's
-    [model], then the base preset, then the suite entry), so that the base source's own words
-    about that value (say "c = 5, not tuned") read as the value replaced, not the one in use."""
-    stream_model = next((s["model"] for s in suite["streams"] if s["stream"]["name"] == stream), {})
-    below = {"params": {}, "train": suite.get("train", {}), "model_config": stream_model}
+    before the sweep (resolved as the runner resolves a run's settings), so that the base
+    source's own words about that value (say "c = 5, not tuned") read as the value replaced,
+    not the one in use."""
+    from comet_cl.runner import strategy_settings  # the runner imports this module
+    stream_entry = next(s for s in suite["streams"] if s["stream"]["name"] == stream)
+    before = strategy_settings(suite, stream_entry, entry, presets_dir)
     parts = []
-    for key, value in chosen.items():
-        part = target(key)
-        before = {**below[part], **base.get(part, {}), **entry.get(part, {})}.get(key)
-        parts.append(f"{key} {_fmt(before)}" if before is not None else f"{key} unset")
+    for key in chosen:
+        value = before[target(key)].get(key)
+        parts.append(f"{key} {_fmt(value)}" if value is not None else f"{key} unset")
     return "the sweep replaced its " + ", ".join(parts)
 
 
@@ -234,13 +235,13 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
                 f"{margin_text(m)} (paired by seed; 95% CI)")
             preset["description"] = (f"{name} as tuned for suite {suite['name']} "
                                      f"(stream {stream}): {values}.")
+            replaced = _replaced_text(suite, stream, entries[name], result["chosen"], presets_dir)
             preset["source"] = (
                 f"Chosen by the validation sweep of suite '{suite['name']}' on stream {stream} "
                 f"({chosen['valid_fraction']:g} of each experience's training data held out, "
                 f"seeds {chosen['seeds']}); rule: {chosen['rule']}. Validation ACC per point: "
                 f"{scores}. {ahead}. Everything else as the '{entry['preset']}' preset "
-                f"({_replaced_text(suite, stream, base, entries[name], result['chosen'])}), whose source "
-                f"reads: {base.get('source', '')}")
+                f"({replaced}), whose source reads: {base.get('source', '')}")
             file_name = tuned_name(suite["name"], stream if several else None, name)
             ordered = {k: preset[k] for k in ("description", "method", "model", "source")}
             ordered.update({t: preset[t] for t in ("params", "train", "model_config") if preset[t]})
