@@ -280,7 +280,7 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     assert rows["naive"].verdict == "reproduced"  # |51 - 50| <= 1.5
     # tuned: 61 +- ..., 29 points below its 90.0; its gain over naive, paired by seed, is
     # +10 +- 2.48 against the published +40
-    assert rows["tuned"].seeds == 3 and rows["tuned"].verdict == "below"
+    assert rows["tuned"].seeds == 3 and rows["tuned"].verdict == "below; not explained"
     assert rows["tuned"].published_gain == pytest.approx(40.0)
     assert rows["tuned"].gain == pytest.approx(10.0)
     assert rows["tuned"].gain_half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
@@ -288,14 +288,37 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     text = markdown(list(rows.values()))
     assert "| swept | naive | 50.00 | 51.00 +- 2.48 | 3 | +1.00 | reproduced |  |  |" in text
     assert "Someone 2019, Table 1" in text
+    assert "Explained" not in text
+
+    # the suite explains the miss: the verdict says so and the table lists the explanation
+    spec["published"]["explained"] = {"tuned": "their code gives 60 too (diagnostics/x.md)"}
+    res.atomic_write_json(out / "suite.json", {"name": "swept", "spec": parse_suite(spec)})
+    rows = {r.strategy: r for r in table([out])}
+    assert rows["tuned"].verdict == "below; explained"
+    assert rows["naive"].verdict == "reproduced"  # nothing to explain, nothing added
+    assert "- swept / tuned: their code gives 60 too (diagnostics/x.md)" in markdown(
+        list(rows.values()))
+
+
+def test_published_explanations_name_published_strategies_and_are_text():
+    spec = {**SWEPT, "published": {"source": "s", "figures": {"naive": 50.0}}}
+    del spec["sweep"]
+    with pytest.raises(ConfigError, match=r"'published.explained.tuned': unknown key \(valid: naive\)"):
+        parse_suite({**spec, "published": {**spec["published"], "explained": {"tuned": "x"}}})
+    with pytest.raises(ConfigError, match="published.explained.naive.*expected"):
+        parse_suite({**spec, "published": {**spec["published"], "explained": {"naive": 3}}})
+    assert parse_suite({**spec, "published": {**spec["published"], "explained": {
+        "naive": "why"}}})["published"]["explained"] == {"naive": "why"}
 
 
 def test_verdict_says_when_the_published_figure_is_inside_our_interval():
     from comet_cl.reproduction import Row
     row = lambda mean, half, seeds=5: Row("s", "src", "x", 60.0, seeds, mean, half)  # noqa: E731
     assert row(61.0, 5.0).verdict == "reproduced"
-    assert row(64.0, 5.0).verdict == "above (published figure inside our 95% CI)"
-    assert row(52.0, 5.0).verdict == "below"
+    assert row(64.0, 5.0).verdict == "above (published figure inside our 95% CI); not explained"
+    assert Row("s", "src", "x", 60.0, 5, 64.0, 5.0, explanation="m").verdict == (
+        "above (published figure inside our 95% CI); explained")
+    assert row(52.0, 5.0).verdict == "below; not explained"
     assert row(52.0, 5.0, seeds=2).verdict == "preliminary (2 seeds)"
 
 
