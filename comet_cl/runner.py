@@ -600,10 +600,10 @@ def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
     first: while any is unfinished, those are what this returns, since the final runs'
     values are not chosen yet."""
     suite, out, presets_dir = _load(spec, out, presets_dir)
-    tuning = sweep.tuning_suite(suite, strategies)
+    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
     chosen = None
-    if tuning is not None:
-        truns = plan(tuning, out / sweep.SWEEP_DIR, presets_dir=presets_dir)
+    if tuning is not None and names != []:
+        truns = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
         if _unfinished(truns):
             return _unfinished(truns) if unfinished else truns
         chosen = sweep.choose(suite, out, strategies)
@@ -633,10 +633,10 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
             else make_executor(options)
     if isinstance(executor, LocalExecutor):
         pick_device(device)  # fail now, not in a worker (cluster workers check their own)
-    tuning = sweep.tuning_suite(suite, strategies)
+    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
     chosen = None
-    if tuning is not None:
-        truns = plan(tuning, out / sweep.SWEEP_DIR, presets_dir=presets_dir)
+    if tuning is not None and names != []:
+        truns = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
         _execute_stage(executor, truns, data_root, device, progress, "sweep")
         chosen = sweep.choose(suite, out, strategies)
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,

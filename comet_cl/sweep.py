@@ -67,18 +67,15 @@ def with_values(entry: dict, point: dict) -> dict:
     return out
 
 
-def tuning_suite(suite: dict, strategies: list[str] | None = None) -> dict | None:
-    """The suite of tuning runs (None when the suite has no sweep or nothing to tune)."""
+def tuning_suite(suite: dict) -> dict | None:
+    """The suite of tuning runs, every grid point of every strategy (None when the suite has
+    no sweep or nothing to tune). Always whole, so the sweep folder's suite.json lists every
+    tuning run whichever strategies one command ran (:func:`tuning_names` picks those)."""
     sweep = suite.get("sweep")
     if not sweep:
         return None
-    entries = []
-    for strat in suite["strategies"]:
-        grid = sweep["grid"].get(strat["name"])
-        if not grid or (strategies and strat["name"] not in strategies):
-            continue
-        for point in points(grid):
-            entries.append({**with_values(strat, point), "name": label(strat["name"], point)})
+    entries = [{**with_values(strat, point), "name": label(strat["name"], point)}
+               for strat, grid in _grids(suite) for point in points(grid)]
     if not entries:
         return None
     streams = [{**e, "stream": {**e["stream"], "valid_fraction": sweep["valid_fraction"]}}
@@ -86,6 +83,22 @@ def tuning_suite(suite: dict, strategies: list[str] | None = None) -> dict | Non
     return {**suite, "name": f"{suite['name']}-sweep", "seeds": list(sweep["seeds"]),
             "streams": streams, "strategies": entries, "sweep": None,
             "eval": {**suite["eval"], "split": "valid"}}
+
+
+def tuning_names(suite: dict, strategies: list[str] | None = None) -> list[str] | None:
+    """The tuning runs (strategy names in :func:`tuning_suite`) of ``strategies``: all of
+    them for None, possibly none for a selection of strategies without a grid."""
+    if not strategies:
+        return None
+    return [label(strat["name"], point) for strat, grid in _grids(suite)
+            if strat["name"] in strategies for point in points(grid)]
+
+
+def _grids(suite: dict) -> list[tuple[dict, dict]]:
+    """(strategy entry, its grid) for every strategy the suite's sweep tunes, in suite order."""
+    grids = (suite.get("sweep") or {}).get("grid", {})
+    return [(strat, grids[strat["name"]]) for strat in suite["strategies"]
+            if grids.get(strat["name"])]
 
 
 def margin(points: list[dict], best: int) -> dict | None:

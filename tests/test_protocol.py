@@ -246,6 +246,27 @@ def test_a_tuned_preset_name_says_which_suite_tuned_it():
     assert "vandeven-split-mnist-domain-si" in available_presets()  # shipped, and recognised
 
 
+def test_the_sweep_folder_lists_every_tuning_run_whichever_strategies_a_command_names(tmp_path):
+    """`--strategies a` then `--strategies b` must not leave OUT/sweep/suite.json naming b's
+    tuning runs only: it is what the report counts missing tuning runs from."""
+    spec = {**SWEPT, "strategies": SWEPT["strategies"] + [{"preset": "naive", "name": "other"}],
+            "sweep": {**SWEPT["sweep"], "grid": {**SWEPT["sweep"]["grid"],
+                                                 "other": {"lr": [1e-4, 1e-2]}}}}
+    out = tmp_path / "out"
+    listed = lambda: [s["name"] for s in json.loads(  # noqa: E731
+        (out / "sweep" / "suite.json").read_text())["spec"]["strategies"]]
+    every = ["tuned@lr=1e-05,p_k=0.5", "tuned@lr=0.003,p_k=0.5", "other@lr=0.0001",
+             "other@lr=0.01"]
+    todo = plan_suite(spec, out, strategies=["other"], unfinished=True)
+    assert sorted(p.parts[-2] for p in todo) == ["other@lr=0.0001", "other@lr=0.01"]
+    assert listed() == every
+    todo = plan_suite(spec, out, strategies=["tuned"], unfinished=True)
+    assert sorted(p.parts[-2] for p in todo) == ["tuned@lr=0.003,p_k=0.5", "tuned@lr=1e-05,p_k=0.5"]
+    assert listed() == every
+    # a selection with no grid plans no tuning run and goes straight to its final runs
+    assert [p.parts[-2] for p in plan_suite(spec, out, strategies=["naive"])] == ["naive"] * 2
+
+
 def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
     bad_grid = {**SWEPT, "sweep": {"grid": {"nope": {"lr": [1e-3]}}}}
     with pytest.raises(ConfigError, match="'sweep.grid.nope': unknown key"):
