@@ -73,7 +73,7 @@ class Row:
             return "reproduced"
         side = "above" if self.difference > 0 else "below"
         if self.half is not None and abs(self.difference) <= self.half:
-            return f"{side} (published figure inside our 95% CI)"
+            return f"{side} (published inside our CI)"
         return side
 
 
@@ -114,10 +114,29 @@ def table(folders: list[Path]) -> list[Row]:
     return rows
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = ["| protocol | strategy | published | ours (mean +- 95% CI) | seeds | difference | "
-             "verdict | gain over naive: published | ours (paired, 95% CI) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+HEADER = ["protocol", "strategy", "published", "ours (mean +- 95% CI)", "seeds", "difference",
+          "verdict", "gain over naive: published", "ours (paired, 95% CI)"]
+VERDICT_RULE = (f"Verdict: 'reproduced' when ours is within {TOLERANCE} points of the published "
+                f"figure with at least 3 seeds; 'above' / 'below' otherwise, with 'published "
+                f"inside our CI' when the published figure still lies inside our 95% interval "
+                f"(more seeds would tell); a figure missed with 3 seeds or more is 'explained' "
+                f"(by a measurement, listed above) or 'not explained'.")
+GAIN_RULE = ("Gain over naive: the published figure minus the paper's naive; ours, the mean of "
+             "per-seed differences to our naive run on the same seed (same data order and class "
+             "pairs), with its 95% t-interval: it holds a method against the paper even where "
+             "the naive baselines differ.")
+
+
+PAGE_HEADER = ["strategy", "published", "ours\n(mean +- 95% CI)", "seeds", "difference",
+               "verdict", "gain over naive:\npublished", "gain, ours\n(paired, 95% CI)"]
+"""The report page's column names: :data:`HEADER` without the protocol (a page per suite),
+over two lines where long."""
+
+
+def cells(rows: list[Row]) -> list[list[str]]:
+    """The table's cells as text, one list per row in :data:`HEADER` order (the README's
+    Markdown and the report's page and CSV show the same text)."""
+    out = []
     for r in rows:
         ours = "-" if r.mean is None else (
             f"{r.mean:.2f}" + ("" if r.half is None else f" +- {r.half:.2f}"))
@@ -125,23 +144,31 @@ def markdown(rows: list[Row]) -> str:
         pub_gain = "" if r.published_gain is None else f"{r.published_gain:+.2f}"
         gain = "" if r.published_gain is None else "-" if r.gain is None else (
             f"{r.gain:+.2f}" + ("" if r.gain_half is None else f" +- {r.gain_half:.2f}"))
-        lines.append(f"| {r.suite} | {r.strategy} | {r.published:.2f} | {ours} | {r.seeds} | "
-                     f"{diff} | {r.verdict} | {pub_gain} | {gain} |")
-    sources = sorted({(r.suite, r.source) for r in rows})
-    lines += [""] + [f"- {suite}: {source}" for suite, source in sources]
-    explained = [r for r in rows if r.missed and r.explanation]
-    if explained:
+        out.append([r.suite, r.strategy, f"{r.published:.2f}", ours, str(r.seeds), diff,
+                    r.verdict, pub_gain, gain])
+    return out
+
+
+def sources(rows: list[Row]) -> list[str]:
+    """One line per suite: where its published figures come from."""
+    return [f"{suite}: {source}" for suite, source in sorted({(r.suite, r.source) for r in rows})]
+
+
+def explanations(rows: list[Row]) -> list[str]:
+    """One line per missed figure the suite explains: what was measured, and where."""
+    return [f"{r.suite} / {r.strategy}: {r.explanation}" for r in rows
+            if r.missed and r.explanation]
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells(rows)]
+    lines += [""] + [f"- {line}" for line in sources(rows)]
+    if explanations(rows):
         lines += ["", "Explained (each suite's `[published] explained`):", ""]
-        lines += [f"- {r.suite} / {r.strategy}: {r.explanation}" for r in explained]
-    lines += ["", f"Verdict: 'reproduced' when ours is within {TOLERANCE} points of the published "
-                  f"figure with at least 3 seeds; 'above' / 'below' otherwise, noting when the "
-                  f"published figure still lies inside our 95% interval (more seeds would tell); a "
-                  f"figure missed with 3 seeds or more is 'explained' (by a measurement, listed "
-                  f"above) or 'not explained'.",
-              "Gain over naive: the published figure minus the paper's naive; ours, the mean of "
-              "per-seed differences to our naive run on the same seed (same data order and class "
-              "pairs), with its 95% t-interval: it holds a method against the paper even where "
-              "the naive baselines differ."]
+        lines += [f"- {line}" for line in explanations(rows)]
+    lines += ["", VERDICT_RULE, GAIN_RULE]
     return "\n".join(lines) + "\n"
 
 

@@ -336,9 +336,9 @@ def test_verdict_says_when_the_published_figure_is_inside_our_interval():
     from comet_cl.reproduction import Row
     row = lambda mean, half, seeds=5: Row("s", "src", "x", 60.0, seeds, mean, half)  # noqa: E731
     assert row(61.0, 5.0).verdict == "reproduced"
-    assert row(64.0, 5.0).verdict == "above (published figure inside our 95% CI); not explained"
+    assert row(64.0, 5.0).verdict == "above (published inside our CI); not explained"
     assert Row("s", "src", "x", 60.0, 5, 64.0, 5.0, explanation="m").verdict == (
-        "above (published figure inside our 95% CI); explained")
+        "above (published inside our CI); explained")
     assert row(52.0, 5.0).verdict == "below; not explained"
     assert row(52.0, 5.0, seeds=2).verdict == "preliminary (2 seeds)"
 

@@ -314,6 +314,28 @@ def test_a_suite_with_a_study_gets_its_contrast_page_and_csv(tiny_results, tmp_p
     assert "no claim (2 paired seeds)" in page.extract_text()
 
 
+def test_a_protocol_suite_gets_its_reproduction_page_and_csv(tiny_results, tmp_path):
+    results = _copy(tiny_results, tmp_path / "results")
+    assert not build_report([results], tmp_path / "plain.pdf").pdf.with_name(
+        "plain-reproduction.csv").exists()  # no [published], no reproduction table
+    suite = json.loads((results / "suite.json").read_text())
+    suite["spec"]["published"] = {"source": "Someone 2019, Table 1", "metric": "acc",
+                                  "figures": {"naive": 50.0, "comet": 60.0}}
+    (results / "suite.json").write_text(json.dumps(suite))
+    result = build_report([results], tmp_path / "report.pdf")
+    table = pd.read_csv(result.pdf.with_name("report-reproduction.csv"), dtype=str)
+    table = table.set_index("strategy")
+    acc = [100 * json.loads((_run_dir(results, "comet", seed) / "summary.json").read_text())
+           ["metrics"]["acc"] for seed in (0, 1)]
+    assert table.loc["comet", "protocol"] == "tiny"
+    assert table.loc["comet", "published"] == "60.00"
+    assert table.loc["comet", "ours (mean +- 95% CI)"].startswith(f"{sum(acc) / 2:.2f} +- ")
+    assert table.loc["comet", "verdict"] == "preliminary (2 seeds)"
+    page = PdfReader(result.pdf).pages[_page_with(result.pdf, "Reproduction \u2014 tiny")]
+    text = page.extract_text()
+    assert "Someone 2019, Table 1" in text and "preliminary (2 seeds)" in text
+
+
 def _agg(rows: list[tuple[str, list[float]]]) -> pd.DataFrame:
     from comet_cl.report.tables import aggregate
     raw = pd.DataFrame([{"group": "g", "stream": "s", "strategy": name, "seed": i, "joint": False,

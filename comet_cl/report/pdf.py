@@ -24,6 +24,7 @@ from pypdf import PdfReader, PdfWriter
 
 from comet_cl import __version__, metrics
 from comet_cl import results as res
+from comet_cl import reproduction
 from comet_cl import study as comet_study
 from comet_cl.report import figures, tables
 from comet_cl.report.load import (
@@ -389,15 +390,35 @@ def study_pages(study: comet_study.Study) -> Iterator[Figure]:
         yield from table_pages(f"COMET study \u2014 {name}", frame, None, [comet_study.NOTE])
 
 
+def reproduction_frame(rows: Sequence[reproduction.Row]) -> pd.DataFrame:
+    """The reproduction table (comet_cl.reproduction): published figures against ours, every
+    suite (the CSV)."""
+    return pd.DataFrame(reproduction.cells(rows), columns=reproduction.HEADER)
+
+
+def reproduction_pages(rows: Sequence[reproduction.Row]) -> Iterator[Figure]:
+    """One page (or more) per protocol suite: its rows, sources, explanations and the rules."""
+    for suite in dict.fromkeys(r.suite for r in rows):
+        mine = [r for r in rows if r.suite == suite]
+        frame = pd.DataFrame([row[1:] for row in reproduction.cells(mine)],
+                             columns=reproduction.PAGE_HEADER)
+        notes = [*reproduction.sources(mine),
+                 *(f"Explained: {line}" for line in reproduction.explanations(mine)),
+                 reproduction.VERDICT_RULE, reproduction.GAIN_RULE]
+        yield from table_pages(f"Reproduction \u2014 {suite}", frame, None, notes)
+
+
 def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
           raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.DataFrame, sweep: pd.DataFrame,
-          made: str, study: comet_study.Study) -> Iterator[tuple[str | None, Figure]]:
+          made: str, study: comet_study.Study,
+          reproduced: Sequence[reproduction.Row]) -> Iterator[tuple[str | None, Figure]]:
     """Every page of the report, in order, each with its bookmark title (or None)."""
     groups = list(dict.fromkeys(agg.group))
     swept = [g for g in groups if (sweep.group == g).any()]
     streams = list(dict.fromkeys(zip(agg.group, agg.stream)))
     contents = [*(x for g in groups for x in (f"Summary across streams \u2014 {g}",
                                               f"Strategies \u2014 {g}")),
+                *(["Reproduction: published figures"] if reproduced else []),
                 *(["COMET study: contrasts and goals"] if study.columns else []),
                 "Missing or unfinished runs",
                 *(f"Validation sweep \u2014 {g}" for g in swept),
@@ -410,6 +431,8 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
         table, notes = tables.strategies_table([r for r in runs if r.group == group])
         yield from _section(f"Strategies \u2014 {group}",
                             table_pages(f"Strategies \u2014 {group}", table, None, notes))
+    if reproduced:
+        yield from _section("Reproduction: published figures", reproduction_pages(reproduced))
     if study.columns:
         yield from _section("COMET study: contrasts and goals", study_pages(study))
     yield from _section("Missing or unfinished runs", missing_pages(missing))
@@ -448,13 +471,17 @@ def _slug(name: str) -> str:
 
 
 def write_csvs(out_pdf: Path, raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.DataFrame,
-               sweep: pd.DataFrame, study: comet_study.Study) -> list[Path]:
+               sweep: pd.DataFrame, study: comet_study.Study,
+               reproduced: Sequence[reproduction.Row]) -> list[Path]:
     """The report's tables as CSV beside the PDF: runs, summary, one per stream, missing, the
-    validation sweep and the COMET study (contrasts; goals) when there are any."""
+    validation sweep, the reproduction table and the COMET study (contrasts; goals) when
+    there are any."""
     frames = {"runs": raw, "summary": tables.summary_frame(agg), "missing": missing}
     frames |= {_slug(s): agg[agg.stream == s] for s in dict.fromkeys(agg.stream)}
     if not sweep.empty:
         frames["sweep"] = sweep.drop(columns=["grid", "values"])
+    if reproduced:
+        frames["reproduction"] = reproduction_frame(reproduced)
     study_tables = study_frames(study)
     goals = study_tables.pop("Goals", None)
     if study_tables:
@@ -486,11 +513,13 @@ def build_report(results_dirs: Sequence[Path], out_pdf: Path) -> ReportResult:
     sweep = sweep_frame(suites)
     study = comet_study.tables((s.label, s.spec, [r for r in runs if r.group == s.label])
                                for s in suites)
+    reproduced = reproduction.table(folders)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    write_pdf(out_pdf, pages(folders, suites, runs, raw, agg, missing, sweep, made, study), made)
-    csvs = write_csvs(out_pdf, raw, agg, missing, sweep, study)
+    write_pdf(out_pdf, pages(folders, suites, runs, raw, agg, missing, sweep, made, study,
+                             reproduced), made)
+    csvs = write_csvs(out_pdf, raw, agg, missing, sweep, study, reproduced)
     return ReportResult(out_pdf, csvs, list(dict.fromkeys(agg.group)), len(missing))
 
 
