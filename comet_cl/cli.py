@@ -51,17 +51,19 @@ def _run(args) -> int:
     plan_suite, run_suite = runner.plan_suite, runner.run_suite
     if args.plan_only:
         for folder in plan_suite(args.spec, args.out, strategies=args.strategies,
-                                 seeds=seeds, unfinished=True):
+                                 seeds=seeds, unfinished=True, sweep_only=args.sweep_only):
             print(folder)
         return 0
     runs = run_suite(args.spec, args.out, strategies=args.strategies,
                      seeds=seeds, data_root=args.data_root, device=args.device, workers=args.workers,
                      progress=not args.quiet, executor=args.executor, log=args.log or (),
-                     executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS})
+                     executor_options={k: getattr(args, k) for k in _EXECUTOR_FLAGS},
+                     sweep_only=args.sweep_only)
     _print_table(runs)
     if runs:
         from comet_cl.results import suite_folder
-        _print_sweep(suite_folder(runs[0]), args.strategies)
+        folder = suite_folder(runs[0])  # OUT, or OUT/sweep for the tuning runs
+        _print_sweep(folder.parent if args.sweep_only else folder, args.strategies)
     return 0
 
 
@@ -261,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
                      help="write every run's folder and config, print the unfinished ones "
                           "and stop (then run each with 'comet-cl run-one', e.g. as a "
                           "cluster job array)")
+    run.add_argument("--sweep-only", action="store_true",
+                     help="run the validation sweep's tuning runs, write the choice to "
+                          "OUT/sweep.json and stop before the final runs")
     run.add_argument("--log", nargs="+", metavar="NAME", choices=LOGGERS,
                      help="also log training loss and accuracy with Avalanche's loggers, into "
                           "each run's folder (tensorboard, csv) or to W&B (wandb extra)")

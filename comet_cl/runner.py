@@ -592,19 +592,33 @@ def _unfinished(runs: list[Path]) -> list[Path]:
     return [r for r in runs if not (r / res.SUMMARY_FILE).exists()]
 
 
+def _plan_tuning(suite: dict, out: Path, strategies, presets_dir, sweep_only: bool
+                 ) -> list[Path] | None:
+    """The tuning runs of ``strategies`` planned into ``out/sweep`` (None: nothing to tune;
+    with ``sweep_only`` that is an error, raised before anything is written)."""
+    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
+    if tuning is None or names == []:
+        if sweep_only:
+            which = f"for {', '.join(strategies)}" if strategies else "in it"
+            raise ConfigError(f"--sweep-only: suite '{suite['name']}' has no [sweep] grid "
+                              f"{which}: nothing to tune")
+        return None
+    return plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
+
+
 def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
-               presets_dir: Path | None = None, unfinished: bool = False) -> list[Path]:
+               presets_dir: Path | None = None, unfinished: bool = False,
+               sweep_only: bool = False) -> list[Path]:
     """Load (or take) a suite spec and plan its runs into ``out`` (default results/<name>);
     presets are looked up beside the spec's folder first. ``unfinished``: only the runs
     still to do. A suite with a validation sweep plans its tuning runs (in ``out/sweep``)
     first: while any is unfinished, those are what this returns, since the final runs'
-    values are not chosen yet."""
+    values are not chosen yet. ``sweep_only``: the tuning runs, never the final runs."""
     suite, out, presets_dir = _load(spec, out, presets_dir)
-    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
+    truns = _plan_tuning(suite, out, strategies, presets_dir, sweep_only)
     chosen = None
-    if tuning is not None and names != []:
-        truns = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
-        if _unfinished(truns):
+    if truns is not None:
+        if _unfinished(truns) or sweep_only:
             return _unfinished(truns) if unfinished else truns
         chosen = sweep.choose(suite, out, strategies)
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,
@@ -615,11 +629,14 @@ def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
 def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, data_root=None,
               device: str = "auto", workers: int = 1, progress: bool = False,
               presets_dir: Path | None = None, executor=None,
-              executor_options: dict | None = None, log=()) -> list[Path]:
+              executor_options: dict | None = None, log=(),
+              sweep_only: bool = False) -> list[Path]:
     """Plan and execute every run of a suite; finished runs are skipped, unfinished resumed.
     ``log``: Avalanche loggers for the local executor (tensorboard, csv, wandb).
     A validation sweep runs first (its tuning runs, then the choice, see comet_cl.sweep).
-    Returns every final run folder of the suite (finished ones included).
+    Returns every final run folder of the suite (finished ones included); with
+    ``sweep_only``, stops after the choice (written to sweep.json) and returns the tuning
+    runs: the sweep can be read before the final runs' compute is spent.
 
     ``executor``: an executor object, or the name of one (``local``, ``ray``, ``slurm``;
     see ``comet_cl.executors``) configured from the spec's ``[executor]`` table overridden
@@ -633,12 +650,13 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
             else make_executor(options)
     if isinstance(executor, LocalExecutor):
         pick_device(device)  # fail now, not in a worker (cluster workers check their own)
-    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
+    truns = _plan_tuning(suite, out, strategies, presets_dir, sweep_only)
     chosen = None
-    if tuning is not None and names != []:
-        truns = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
+    if truns is not None:
         _execute_stage(executor, truns, data_root, device, progress, "sweep")
         chosen = sweep.choose(suite, out, strategies)
+        if sweep_only:
+            return truns
     runs = plan(suite, out, strategies=strategies, seeds=seeds, presets_dir=presets_dir,
                 chosen_values=chosen)
     _execute_stage(executor, runs, data_root, device, progress, "suite")

@@ -142,6 +142,31 @@ def test_a_bad_value_is_one_line_exit_2_no_folder_and_the_fix_runs_into_the_same
     assert (Path(stdout.split()[0]) / "config.json").is_file()
 
 
+@pytest.mark.slow
+def test_sweep_only_runs_the_tuning_runs_and_the_choice_and_no_final_run(tmp_path, capsys):
+    spec, out = tmp_path / "suite.toml", tmp_path / "out"
+    spec.write_text(GOOD)
+    code, _, err = run(capsys, "run", spec, "--out", out, "--sweep-only", "--quiet")
+    assert code == 2 and one_line(err).endswith(
+        "--sweep-only: suite 'cli' has no [sweep] grid in it: nothing to tune")
+    assert not out.exists()  # refused before anything was written
+
+    spec.write_text(GOOD + '\n[sweep]\nseeds = [0]\nvalid_fraction = 0.2\n'
+                           '[sweep.grid.naive]\nlr = [0.001, 0.1]\n')
+    code, stdout, err = run(capsys, "run", spec, "--out", out, "--sweep-only", "--quiet")
+    assert code == 0, err
+    chosen = json.loads((out / "sweep.json").read_text())["streams"]["split-mnist"]["naive"]
+    assert [p["values"] for p in chosen["points"]] == [{"lr": 0.001}, {"lr": 0.1}]
+    assert "validation sweep" in stdout and "naive" in stdout
+    assert len(list((out / "sweep" / "runs").glob("*/*/seed-0/summary.json"))) == 2
+    assert not (out / "runs").exists()  # the final runs are neither planned nor run
+    code, stdout, _ = run(capsys, "run", spec, "--out", out, "--sweep-only", "--plan-only")
+    assert code == 0 and stdout == ""  # every tuning run finished; still no final run
+    assert not (out / "runs").exists()
+    code, stdout, _ = run(capsys, "run", spec, "--out", out, "--plan-only")
+    assert code == 0 and "runs/split-mnist/naive/seed-0" in stdout  # without it, the finals
+
+
 def test_a_bad_preset_value_names_the_preset_file_and_leaves_nothing(tmp_path, capsys):
     (tmp_path / "strategies").mkdir()
     preset = tmp_path / "strategies" / "fast.toml"
