@@ -233,3 +233,13 @@ def iter_stored_runs(out: Path) -> Iterator[StoredRun]:
     """Every run folder of the results folder ``out``, finished or not, in a stable order."""
     for folder in res.run_folders(out):
         yield read_run(folder)
+
+
+def read_suites(folders) -> list[tuple[str, dict, list[StoredRun]]]:
+    """``(suite name, suite spec, runs)`` of each results folder: what the study's and the
+    reproduction's tables take (the report passes its own, already loaded)."""
+    out = []
+    for folder in map(Path, folders):
+        suite = res.read_json(folder / res.SUITE_FILE)
+        out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
+    return out

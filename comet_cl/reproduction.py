@@ -2,7 +2,7 @@
 
 A protocol suite declares what it reproduces in a ``[published]`` table (source, metric and
 one figure per strategy, in percent, as the paper prints them): the suite is the one place a
-published number is written. :func:`table` reads finished runs from results folders and gives,
+published number is written. :func:`table` takes each suite's finished runs and gives,
 per strategy, the published figure, ours (mean and 95% t-interval over seeds), the difference
 and a verdict by :data:`TOLERANCE`. A figure ours misses (3 seeds or more, off by more than the
 tolerance) is either explained, by the suite's ``[published] explained`` line for it (what was
@@ -14,12 +14,10 @@ the table for reports/).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-
-from comet_cl import results as res
-from comet_cl.contract import iter_stored_runs
+from comet_cl.contract import read_suites
 
 TOLERANCE = 1.5  # points: "reproduced" when |ours - published| <= this
 BASELINE = "naive"  # the gains are over this strategy, paired by seed
@@ -84,17 +82,19 @@ def mean_ci(values) -> tuple[float, float | None]:
     return float(mean), (None if n < 2 else float(half))
 
 
-def table(folders: list[Path]) -> list[Row]:
+def table(suites: Iterable[tuple[str, dict, Iterable]]) -> list[Row]:
+    """The rows of ``(name, spec, runs)`` of each suite (``contract.read_suites`` reads them
+    from results folders; the report passes its own runs): runs are anything with ``config``
+    and ``summary`` (None when unfinished). Suites without [published] are left out."""
     rows = []
-    for folder in folders:
-        suite = res.read_json(Path(folder) / res.SUITE_FILE)
-        published = suite["spec"].get("published")
+    for name, spec, runs in suites:
+        published = spec.get("published")
         if not published:
             continue
         metric = published.get("metric", "acc")
         scores: dict[str, dict[int, float]] = {}
-        for run in iter_stored_runs(folder):
-            if run.finished:
+        for run in runs:
+            if run.summary is not None:
                 scores.setdefault(run.config.strategy_name, {})[run.config.seed] = (
                     100 * run.summary.metrics[metric])
         figures = published["figures"]
@@ -108,7 +108,7 @@ def table(folders: list[Path]) -> list[Row]:
                 paired = [got[s] - base[s] for s in sorted(set(got) & set(base))]
                 if paired:
                     gain, gain_half = mean_ci(paired)
-            rows.append(Row(suite["name"], published["source"], strategy, float(figure),
+            rows.append(Row(name, published["source"], strategy, float(figure),
                             len(got), mean, half, published_gain, gain, gain_half,
                             published.get("explained", {}).get(strategy)))
     return rows
@@ -165,12 +165,13 @@ def markdown(rows: list[Row]) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     lines += ["| " + " | ".join(row) + " |" for row in cells(rows)]
     lines += [""] + [f"- {line}" for line in sources(rows)]
-    if explanations(rows):
+    explained = explanations(rows)
+    if explained:
         lines += ["", "Explained (each suite's `[published] explained`):", ""]
-        lines += [f"- {line}" for line in explanations(rows)]
+        lines += [f"- {line}" for line in explained]
     lines += ["", VERDICT_RULE, GAIN_RULE]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(markdown(table([Path(p) for p in sys.argv[1:]])), end="")
+    print(markdown(table(read_suites(sys.argv[1:]))), end="")

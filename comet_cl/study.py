@@ -25,11 +25,9 @@ import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from comet_cl import metrics
-from comet_cl import results as res
-from comet_cl.contract import iter_stored_runs
+from comet_cl.contract import read_suites
 from comet_cl.report.tables import COLUMN, Column
 from comet_cl.reproduction import mean_ci
 
@@ -184,15 +182,6 @@ def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
     return Study(rows, goals, columns, levels)
 
 
-def read(folders: Sequence[Path]) -> list[tuple[str, dict, list]]:
-    """``(name, spec, runs)`` of each results folder, for :func:`tables`."""
-    out = []
-    for folder in map(Path, folders):
-        suite = res.read_json(folder / res.SUITE_FILE)
-        out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
-    return out
-
-
 def _header(metric: str, level: float | None = None) -> str:
     if metric == SPEED:
         return f"updates to {100 * level:g}%"
@@ -249,4 +238,4 @@ def markdown(study: Study) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(tables(read(sys.argv[1:]))), end="")
+    print(markdown(tables(read_suites(sys.argv[1:]))), end="")

@@ -75,7 +75,7 @@ def tuning_suite(suite: dict) -> dict | None:
     if not sweep:
         return None
     entries = [{**with_values(strat, point), "name": label(strat["name"], point)}
-               for strat, grid in _grids(suite) for point in points(grid)]
+               for strat, point in _grid_points(suite)]
     if not entries:
         return None
     streams = [{**e, "stream": {**e["stream"], "valid_fraction": sweep["valid_fraction"]}}
@@ -90,15 +90,16 @@ def tuning_names(suite: dict, strategies: list[str] | None = None) -> list[str] 
     them for None, possibly none for a selection of strategies without a grid."""
     if not strategies:
         return None
-    return [label(strat["name"], point) for strat, grid in _grids(suite)
-            if strat["name"] in strategies for point in points(grid)]
+    return [label(strat["name"], point) for strat, point in _grid_points(suite)
+            if strat["name"] in strategies]
 
 
-def _grids(suite: dict) -> list[tuple[dict, dict]]:
-    """(strategy entry, its grid) for every strategy the suite's sweep tunes, in suite order."""
+def _grid_points(suite: dict) -> list[tuple[dict, dict]]:
+    """(strategy entry, grid point) for every tuning run of the suite's sweep, in suite and
+    grid order: the one walk both :func:`tuning_suite` and :func:`tuning_names` take."""
     grids = (suite.get("sweep") or {}).get("grid", {})
-    return [(strat, grids[strat["name"]]) for strat in suite["strategies"]
-            if grids.get(strat["name"])]
+    return [(strat, point) for strat in suite["strategies"] if grids.get(strat["name"])
+            for point in points(grids[strat["name"]])]
 
 
 def margin(points: list[dict], best: int) -> dict | None:

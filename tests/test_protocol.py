@@ -284,6 +284,7 @@ def test_sweep_spec_mistakes_fail_before_anything_runs(tmp_path):
 
 def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_path):
     from comet_cl import results as res
+    from comet_cl.contract import read_suites
     from comet_cl.reproduction import markdown, table
     out = tmp_path / "r"
     spec = {**SWEPT, "sweep": None, "published": {
@@ -295,7 +296,7 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     runs += [("tuned", seed, acc) for seed, acc in enumerate([0.60, 0.63, 0.60])]  # +10, +11, +9
     for name, seed, acc in runs:
         write_finished_run(out, "swept", name, seed, acc)
-    rows = {r.strategy: r for r in table([out])}
+    rows = {r.strategy: r for r in table(read_suites([out]))}
     assert rows["naive"].seeds == 3 and rows["naive"].mean == pytest.approx(51.0)
     assert rows["naive"].half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
     assert rows["naive"].verdict == "reproduced"  # |51 - 50| <= 1.5
@@ -314,7 +315,7 @@ def test_reproduction_table_compares_published_figures_with_finished_runs(tmp_pa
     # the suite explains the miss: the verdict says so and the table lists the explanation
     spec["published"]["explained"] = {"tuned": "their code gives 60 too (diagnostics/x.md)"}
     res.atomic_write_json(out / "suite.json", {"name": "swept", "spec": parse_suite(spec)})
-    rows = {r.strategy: r for r in table([out])}
+    rows = {r.strategy: r for r in table(read_suites([out]))}
     assert rows["tuned"].verdict == "below; explained"
     assert rows["naive"].verdict == "reproduced"  # nothing to explain, nothing added
     assert "- swept / tuned: their code gives 60 too (diagnostics/x.md)" in markdown(

@@ -4,7 +4,8 @@ import pytest
 
 from comet_cl import results as res
 from comet_cl.config import ConfigError, parse_suite
-from comet_cl.study import markdown, read, tables
+from comet_cl.contract import read_suites
+from comet_cl.study import markdown, tables
 from conftest import write_finished_run
 
 T95_3 = 4.303  # t quantile, 2 degrees of freedom
@@ -34,7 +35,7 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     runs += [("ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.81, 0.82])]
     runs += [("comet-ewc", s, a, curve(40)) for s, a in enumerate([0.80, 0.83, 0.80])]
     _write(tmp_path, _spec(study), runs)
-    study = tables(read([tmp_path]))
+    study = tables(read_suites([tmp_path]))
     row = {r.strategy: r for r in study.rows}
     assert study.columns == {"s": ["acc", "steps_to_accuracy"]} and study.levels == {"s": 0.5}
     d = row["comet"].paired["acc"]  # +2, +3, +2 points, paired: mean 2.33, half 1.43
@@ -62,12 +63,12 @@ def test_a_bar_the_interval_falls_below_does_not_hold_and_few_seeds_claim_nothin
     runs = [("naive", s, 0.5, [(0, 0.1)]) for s in range(2)]
     runs += [("comet", s, 0.9 + s / 100, [(0, 0.1)]) for s in range(2)]
     _write(tmp_path, _spec(study), runs)
-    got = tables(read([tmp_path]))
+    got = tables(read_suites([tmp_path]))
     comet = next(r for r in got.rows if r.strategy == "comet")
     assert comet.verdict("acc") == "no claim (2 paired seeds)"  # 40 points, but 2 seeds
     assert got.goals[0].verdict == "no verdict yet (2 seeds)"
     _write(tmp_path, _spec(study), runs + [("comet", 2, 0.91, [(0, 0.1)])])
-    assert tables(read([tmp_path])).goals[0].verdict == "does not hold"  # 90.67 +- 1.4 < 95
+    assert tables(read_suites([tmp_path])).goals[0].verdict == "does not hold"  # 90.67 +- 1.4 < 95
 
 
 def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
@@ -77,7 +78,7 @@ def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
     _write(tmp_path / "st", _spec({"contrasts": {"comet": "naive"}}),
            [("naive", 0, 0.5, [(0, 0.1)])])
     (res.run_dir(tmp_path / "st", "split-mnist", "naive", 0) / "summary.json").unlink()
-    got = tables(read([tmp_path / "plain", tmp_path / "st"]))
+    got = tables(read_suites([tmp_path / "plain", tmp_path / "st"]))
     assert list(got.columns) == ["s"] and got.goals == [] and got.levels == {}
     assert all(v is None for r in got.rows for v in r.values.values())
     assert next(r for r in got.rows if r.strategy == "comet").verdict("acc") == "not run yet"

@@ -511,9 +511,9 @@ def build_report(results_dirs: Sequence[Path], out_pdf: Path) -> ReportResult:
     agg = tables.aggregate(raw, plan)
     missing = missing_frame(plan, runs, dropped)
     sweep = sweep_frame(suites)
-    study = comet_study.tables((s.label, s.spec, [r for r in runs if r.group == s.label])
-                               for s in suites)
-    reproduced = reproduction.table(folders)
+    by_suite = [(s, [r for r in runs if r.group == s.label]) for s in suites]
+    study = comet_study.tables((s.label, s.spec, mine) for s, mine in by_suite)
+    reproduced = reproduction.table((s.name, s.spec, mine) for s, mine in by_suite)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
