@@ -231,7 +231,8 @@ def parser() -> argparse.ArgumentParser:
                           "space- or comma-separated")
     run.add_argument("--seeds", type=_positive_int, metavar="N",
                      help="run the first N of the spec's seeds (beyond those it lists: the smallest "
-                          "unused ones from 0)")
+                          "unused ones from 0) in the final runs; a [sweep]'s tuning runs keep "
+                          "the seeds its table lists, so a choice never depends on N")
     run.add_argument("--data-root", metavar="DIR",
                      help="folder holding the datasets (torchvision layout); "
                           "default: COMET_CL_DATA, the user cache, then known places")
