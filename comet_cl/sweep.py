@@ -246,7 +246,7 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
             m = entry_margin(result)
             ahead = "The only grid point" if m is None else (
                 f"Ahead of the runner-up ({values_text(m['runner_up'])}) in validation ACC by "
-                f"{margin_text(m)} (paired by seed; 95% CI)")
+                f"{margin_text(m)}" + ("" if m["half"] is None else " (paired by seed; 95% CI)"))
             preset["description"] = (f"{name} as tuned for suite {suite['name']} "
                                      f"(stream {stream}): {values}.")
             replaced = _replaced_text(suite, stream, entries[name], result["chosen"], presets_dir)

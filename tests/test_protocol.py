@@ -180,6 +180,8 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     assert "lr=1e-05, p_k=0.5: " in preset.source and "highest final average accuracy" in preset.source
     # the values the sweep replaced, as the runs had them before it (suite [train], stream model)
     assert "as the 'naive' preset (the sweep replaced its lr 0.001, p_k 0.5)" in preset.source
+    # a one-seed sweep's margin is untested, and the source does not claim an interval for it
+    assert "(one seed: not tested)." in preset.source and "95% CI" not in preset.source
 
 
 def _points(*scores):
