@@ -139,8 +139,12 @@ def test_sigterm_stops_the_parallel_workers_too(tmp_path):
     """``kill`` (SIGTERM) on ``comet-cl run --workers 2`` stops its workers as well: Python's
     default SIGTERM ended only the parent and left them training on as orphans."""
     spec = tmp_path / "two.toml"
+    # runs far longer than the workers' start-up skew (a few seconds each): the first must
+    # not finish while the second is still importing torch, or nothing is left to stop
     spec.write_text(RESUMABLE.replace("seeds = [3]", "seeds = [3, 4]")
-                    .replace('["comet-replay"]', '["naive"]'))
+                    .replace('["comet-replay"]', '["naive"]')
+                    .replace("n_experiences = 3, max_per_experience = 1500",
+                             "n_experiences = 10, max_per_experience = 6000"))
     out = tmp_path / "out"
     proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--quiet",
                                         "--workers", "2"],
