@@ -250,6 +250,28 @@ def test_missing_and_unfinished_runs_are_reported_not_dropped(tiny_results, tmp_
     assert "1/2" in _stream_table_text(result.pdf)
 
 
+@pytest.mark.slow
+def test_paths_under_the_working_directory_are_written_relative(tiny_results, tmp_path, monkeypatch):
+    """Committed reports must not carry one machine's absolute paths: a folder under the
+    working directory is written as the user typed it; one outside stays absolute."""
+    results = _copy(tiny_results, tmp_path / "reports" / "tiny")
+    (_run_dir(results, "comet", 1) / "summary.json").unlink()
+    monkeypatch.chdir(tmp_path)
+    result = build_report([Path("reports/tiny")], Path("reports/tiny/report.pdf"))
+    runs = pd.read_csv(result.pdf.with_name("report-runs.csv"))
+    assert set(runs.path) >= {f"reports/tiny/runs/{STREAM}/naive/seed-0"}
+    assert not runs.path.str.startswith("/").any()
+    missing = pd.read_csv(result.pdf.with_name("report-missing.csv"))
+    assert list(missing.path) == [f"reports/tiny/runs/{STREAM}/comet/seed-1"]
+    cover = PdfReader(result.pdf).pages[0].extract_text()
+    assert "reports/tiny" in cover and str(tmp_path) not in cover
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = pd.read_csv(build_report([results], elsewhere / "report.pdf").pdf.with_name("report-runs.csv"))
+    assert runs.path.str.startswith(str(results)).all()
+
+
 # ---- older results, the validation sweep, the marks and the layout (no training needed) ----
 
 V1 = Path(__file__).parent / "fixtures" / "results-v1"

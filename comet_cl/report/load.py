@@ -97,6 +97,16 @@ def _name(item: str | dict) -> str:
     return item["name"] if "name" in item else item["stream"]["name"]
 
 
+def shown(path: Path) -> str:
+    """A path as the report prints it: relative to the working directory when under it (as a
+    user typed it, so committed reports do not carry one machine's absolute paths), else
+    absolute."""
+    try:
+        return str(Path(path).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def results_folders(results_dirs: Iterable[Path]) -> list[Path]:
     """The given folders, resolved, each once."""
     folders = list(dict.fromkeys(Path(d).resolve() for d in results_dirs))
@@ -143,7 +153,7 @@ def dedupe(runs: Sequence[Run]) -> tuple[list[Run], list[dict]]:
     for run in sorted(runs, key=lambda r: r.summary is None):  # stable: keeps folder order
         first = kept.setdefault(run.key, run)
         if first is not run:
-            dropped.append(_missing_row(run.key, f"duplicate of {first.path} (ignored)", run.path))
+            dropped.append(_missing_row(run.key, f"duplicate of {shown(first.path)} (ignored)", run.path))
     return [r for r in runs if kept[r.key] is r], dropped
 
 
@@ -197,7 +207,7 @@ def _run_row(run: Run, r_joint: np.ndarray | None) -> dict:
                 "experiences": s.n_experiences, **run_metrics(run),
                 "intransigence": _intransigence(run, r_joint),
                 "wall_time": float(np.sum(s.wall_time)), "n_params": s.n_params,
-                "schema_version": s.schema_version, "path": str(run.path)}
+                "schema_version": s.schema_version, "path": shown(run.path)}
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise ReportError(f"{run.path / res.SUMMARY_FILE}: malformed summary ({type(e).__name__}: {e})") from e
 
@@ -233,7 +243,7 @@ def missing_frame(plan: pd.DataFrame, runs: Sequence[Run], dropped: list[dict]) 
 
 
 def _missing_row(key: tuple, status: str, path: Path | None) -> dict:
-    return dict(zip([*KEYS, "seed"], key), status=status, path="" if path is None else str(path))
+    return dict(zip([*KEYS, "seed"], key), status=status, path="" if path is None else shown(path))
 
 
 # ------------------------------------------------------------- long frames for the figures

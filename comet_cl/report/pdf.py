@@ -42,6 +42,7 @@ from comet_cl.report.load import (
     results_folders,
     runs_frame,
     seen_frame,
+    shown,
     sweep_frame,
 )
 from comet_cl.report.tables import COLUMN, seeds_text
@@ -293,7 +294,7 @@ def title_page(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[
     versions = sorted({k for s in summaries for k in s.versions})
     rows = [
         ("Suites", "; ".join(f"{s.label}, hash {s.hash}" for s in suites)),
-        ("Results folders", "; ".join(map(str, folders))),
+        ("Results folders", "; ".join(map(shown, folders))),
         ("Runs", f"{len(summaries)} finished, {len(missing)} missing or unfinished"),
         ("Report made", f"{made} by comet-cl {__version__}"),
         ("Finished", _span(s.finished_at for s in summaries)),
