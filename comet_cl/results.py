@@ -40,6 +40,16 @@ LOCK_FILE = "run.lock"
 TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes leaves behind when killed mid-write
 
 
+def shown(path: Path | str) -> str:
+    """A path as results and reports record it: relative to the working directory when under
+    it (as a user typed it, so committed results do not carry one machine's absolute paths),
+    else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 class ResultsError(Exception):
     """A results folder that cannot be read as results."""
 

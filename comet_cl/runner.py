@@ -195,7 +195,9 @@ def _claim_suite_folder(out: Path, suite: dict, s_hash: str, seeds: list[int]) -
     planned = sorted(set(old.get("spec", {}).get("seeds", [])) | set(seeds))
     res.atomic_write_json(path, {"name": suite["name"], "suite_hash": s_hash,
                                  "version": comet_cl.__version__,
-                                 "spec": {**suite, "seeds": planned},
+                                 "spec": {**suite, "seeds": planned,
+                                          **({"path": res.shown(suite["path"])}
+                                             if suite.get("path") else {})},
                                  "created": old.get("created", _now())})
 
 

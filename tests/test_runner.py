@@ -223,6 +223,21 @@ def test_plan_only_then_run_one_folder_as_a_cluster_job_would(tiny_suite, tmp_pa
     assert (folders[0] / "summary.json").exists() and "ACC" in job.stdout
 
 
+def test_suite_json_records_the_spec_path_as_typed_not_the_machines(tmp_path):
+    """Committed results must not carry one machine's absolute paths: a spec under the working
+    directory is recorded relative to it, wherever the command was given it from."""
+    from conftest import require_data
+    require_data("mnist")
+    (tmp_path / "suites").mkdir()
+    spec = tmp_path / "suites" / "tiny.toml"
+    spec.write_text(TINY)
+    done = subprocess.run(COMET_CL + ["run", str(spec), "--out", "out", "--plan-only"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((tmp_path / "out" / "suite.json").read_text())["spec"]["path"]
+    assert recorded == "suites/tiny.toml"
+
+
 # ---- one process per run folder, and a clean folder after any kill -------------------------
 
 SMALL = {"name": "small", "seeds": [0],

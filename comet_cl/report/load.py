@@ -19,6 +19,7 @@ import pandas as pd
 
 from comet_cl import metrics
 from comet_cl import results as res
+from comet_cl.results import shown
 from comet_cl import sweep as sweep_rule
 from comet_cl.contract import ContractError, RunConfig, RunSummary, read_run
 
@@ -95,16 +96,6 @@ def _name(item: str | dict) -> str:
     if isinstance(item, str):
         return item
     return item["name"] if "name" in item else item["stream"]["name"]
-
-
-def shown(path: Path) -> str:
-    """A path as the report prints it: relative to the working directory when under it (as a
-    user typed it, so committed reports do not carry one machine's absolute paths), else
-    absolute."""
-    try:
-        return str(Path(path).relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def results_folders(results_dirs: Iterable[Path]) -> list[Path]:

@@ -42,10 +42,10 @@ from comet_cl.report.load import (
     results_folders,
     runs_frame,
     seen_frame,
-    shown,
     sweep_frame,
 )
 from comet_cl.report.tables import COLUMN, seeds_text
+from comet_cl.results import shown
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 RC = {
