@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,3 +243,25 @@ def read_suites(folders) -> list[tuple[str, dict, list[StoredRun]]]:
         suite = res.read_json(folder / res.SUITE_FILE)
         out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
     return out
+
+
+def tables_main(argv: list[str] | None, prog: str, description: str,
+                render: Callable[[list[tuple[str, dict, list[StoredRun]]]], str]) -> int:
+    """The command line of a table over results folders (the study's, the reproduction's):
+    folders in, Markdown on stdout. A folder that is not a suite's results, or a malformed
+    file in one, is one line on stderr and exit status 2, not a traceback."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="results folders of suites (each holds suite.json)")
+    args = parser.parse_args(argv)
+    for folder in args.results:
+        if not (folder / res.SUITE_FILE).is_file():
+            parser.error(f"{folder}: not a suite's results folder (no {res.SUITE_FILE} in it)")
+    try:
+        text = render(read_suites(args.results))
+    except res.ResultsError as e:
+        parser.error(str(e))
+    print(text, end="")
+    return 0

@@ -13,11 +13,10 @@ the table for reports/).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from comet_cl.contract import read_suites
+from comet_cl.contract import tables_main
 
 TOLERANCE = 1.5  # points: "reproduced" when |ours - published| <= this
 BASELINE = "naive"  # the gains are over this strategy, paired by seed
@@ -173,5 +172,11 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m comet_cl.reproduction RESULTS...``: the tables as Markdown."""
+    return tables_main(argv, "python -m comet_cl.reproduction", __doc__.split("\n\n")[0],
+                       lambda suites: markdown(table(suites)))
+
+
 if __name__ == "__main__":
-    print(markdown(table(read_suites(sys.argv[1:]))), end="")
+    raise SystemExit(main())

@@ -22,12 +22,11 @@ builds the same tables from the runs it has already read.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from comet_cl import metrics
-from comet_cl.contract import read_suites
+from comet_cl.contract import tables_main
 from comet_cl.report.tables import COLUMN, Column
 from comet_cl.reproduction import mean_ci
 
@@ -237,5 +236,11 @@ def markdown(study: Study) -> str:
     return "\n".join(out) + "\n"
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m comet_cl.study RESULTS...``: the tables as Markdown."""
+    return tables_main(argv, "python -m comet_cl.study", __doc__.split("\n\n")[0],
+                       lambda suites: markdown(tables(suites)))
+
+
 if __name__ == "__main__":
-    print(markdown(tables(read_suites(sys.argv[1:]))), end="")
+    raise SystemExit(main())

@@ -274,8 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.out / SWEEP_FILE).exists():
         parser.error(f"{args.out / SWEEP_FILE} not found: the sweep has not finished")
-    args.presets.mkdir(parents=True, exist_ok=True)
-    for name, text in tuned_presets(load_suite(suite_path(args.suite)), args.out).items():
+    try:  # everything is read and checked before a file is written
+        suite = load_suite(suite_path(args.suite))
+        ran = res.read_json(args.out / SWEEP_DIR / res.SUITE_FILE).get("name")
+        if ran != tuning_suite(suite)["name"]:
+            parser.error(f"{args.out} holds the tuning runs '{ran}', not those of suite "
+                         f"'{suite['name']}'")
+        texts = tuned_presets(suite, args.out)
+        args.presets.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, res.ResultsError, OSError) as e:
+        parser.error(str(e))
+    for name, text in texts.items():
         (args.presets / f"{name}.toml").write_text(text)
         print(args.presets / f"{name}.toml")
     return 0

@@ -131,7 +131,7 @@ SWEPT = tomllib.loads(TOML_SWEPT)
 
 
 @pytest.mark.slow
-def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_path):
+def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_path, capsys):
     _mnist_or_skip()
     out = tmp_path / "out"
     pending = plan_suite(SWEPT, out, unfinished=True)
@@ -173,6 +173,13 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     presets = tmp_path / "presets"
     suite_file = tmp_path / "swept.toml"
     suite_file.write_text(TOML_SWEPT)
+    # a suite name nobody packaged, or another suite's results: one line, and nothing written
+    for suite_arg, why in [("no-such-suite", "suite spec not found: no-such-suite"),
+                           ("vandeven-split-mnist-class", "holds the tuning runs 'swept-sweep'")]:
+        with pytest.raises(SystemExit) as stop:
+            sweep_main([suite_arg, str(out), "--presets", str(presets)])
+        assert stop.value.code == 2 and why in capsys.readouterr().err
+    assert not presets.exists()
     assert sweep_main([str(suite_file), str(out), "--presets", str(presets)]) == 0
     preset = load_preset("swept-tuned", presets)
     assert preset.train == {"lr": 3e-3} and preset.model_config == {"p_k": 0.5}

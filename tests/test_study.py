@@ -102,3 +102,30 @@ def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
 def test_a_bad_study_table_is_refused_with_the_key_named(study, match):
     with pytest.raises(ConfigError, match=match):
         parse_suite(_spec(study))
+
+
+@pytest.mark.parametrize("module", ["comet_cl.study", "comet_cl.reproduction"])
+def test_the_table_commands_print_markdown_and_refuse_bad_folders_in_one_line(
+        module, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(module).main
+    spec = {**_spec({"contrasts": {"comet": "naive"}}),
+            "published": {"source": "a paper", "figures": {"naive": 50.0}}}
+    _write(tmp_path / "s", spec, [("naive", 0, 0.5, [(0, 0.1)]), ("comet", 0, 0.6, [(0, 0.1)])])
+    assert main([str(tmp_path / "s")]) == 0
+    printed = capsys.readouterr().out
+    assert ("| comet | 1 | 60.0 | naive |" if module.endswith("study")
+            else "| s | naive | 50.00 | 50.00 | 1 |") in printed
+    for bad, why in [(tmp_path / "nowhere", "not a suite's results folder"),
+                     (tmp_path, "not a suite's results folder")]:
+        with pytest.raises(SystemExit) as stop:
+            main([str(bad)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and why in err and "Traceback" not in err
+    summary = res.run_dir(tmp_path / "s", "split-mnist", "naive", 0) / "summary.json"
+    summary.write_text("{ not json")
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "summary.json" in err
+    assert summary.read_text() == "{ not json"  # left as it was, for inspection
