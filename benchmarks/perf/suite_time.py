@@ -21,6 +21,8 @@ import sys
 import pandas as pd
 
 from comet_cl import load_results
+from comet_cl.report.load import ReportError
+from comet_cl.results import ResultsError
 
 
 def suite_times(frame: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results folders (comet-cl run --out)")
     args = parser.parse_args(argv)
-    print(markdown(suite_times(load_results(*args.results))))
+    try:
+        frame = load_results(*args.results)
+    except (ReportError, ResultsError) as e:  # a folder that is not results: one line, not a traceback
+        parser.error(str(e))
+    print(markdown(suite_times(frame)))
     return 0
 
 

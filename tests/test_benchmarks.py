@@ -1,0 +1,38 @@
+"""The benchmark scripts that read results (benchmarks/perf/suite_time.py): right ratios, and a
+clear error for a folder that is not results."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+V1 = Path(__file__).parent / "fixtures" / "results-v1"
+
+
+def _suite_time():
+    spec = importlib.util.spec_from_file_location("suite_time", ROOT / "benchmarks/perf/suite_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_time_gives_each_strategys_training_time_as_a_ratio_to_naive(capsys):
+    suite_time = _suite_time()
+    seconds = {name: sum(json.loads((V1 / f"runs/split-mnist/{name}/seed-0/summary.json")
+                                    .read_text())["wall_time"])
+               for name in ("naive", "comet", "joint")}
+    assert suite_time.main([str(V1)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    assert rows["naive"].endswith("| 1.00 |")
+    assert f"| {seconds['comet'] / seconds['naive']:.2f} |" in rows["comet"]
+    assert f"| {seconds['comet']:.0f} |" in rows["comet"]
+
+
+def test_suite_time_refuses_a_folder_that_is_not_results_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _suite_time().main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "not a comet-cl results folder" in err and "Traceback" not in err
