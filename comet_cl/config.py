@@ -244,6 +244,7 @@ SWEEP_KEYS = {
     "seeds": Rule("int list", each(at_least(0))),
     "valid_fraction": Rule("number", in_range(0, 1, lo_open=True, hi_open=True)),
     "grid": Rule("table"),
+    "follow": Rule("table"),
 }
 DEFAULT_SWEEP = {"seeds": [0], "valid_fraction": 0.1}
 PUBLISHED_KEYS = {"source": Rule("str"), "metric": Rule("str"), "figures": Rule("table"),
@@ -402,7 +403,15 @@ def _sweep(raw: dict, path, names: list[str]) -> dict:
             if rule is not None:
                 for v in values:
                     check_table({key: v}, {key: rule}, path, prefix)
-    return {**sweep, "grid": grid}
+    swept = [n for n in names if grid.get(n)]
+    follow = check_table(sweep.get("follow", {}),
+                         dict.fromkeys(names, Rule("str", one_of(lambda: swept, "swept strategy"))),
+                         path, "sweep.follow")
+    for name in follow:
+        if grid.get(name):
+            raise ConfigError(f"{_where(path, 'sweep.follow', name)}: '{name}' has a grid of its "
+                              f"own; a strategy either is tuned or follows another's choice")
+    return {**sweep, "grid": grid, "follow": dict(follow)}
 
 
 def parse_suite(raw: dict, path="<spec>") -> dict:

@@ -9,6 +9,11 @@ evaluated on the held-out part. The tuning runs are ordinary resumable run folde
 finished, :func:`choose` picks one point by :data:`RULE`, writes the whole sweep (grid, score of
 each point, choice) to ``OUT/sweep.json``, and the suite's final runs train on the full
 training data with the chosen values and are evaluated on the test sets.
+
+``follow = { smaller = "comet" }`` in the ``[sweep]`` table runs a strategy at another's chosen
+point instead of a grid of its own: the COMET paper's controls (a smaller dense net, dropout,
+top-k) are defined by COMET's p_k and width, so they must be held against COMET at the point
+COMET was tuned to (matched active units), not at a default that COMET's sweep moved away from.
 """
 
 from __future__ import annotations
@@ -85,13 +90,24 @@ def tuning_suite(suite: dict) -> dict | None:
             "eval": {**suite["eval"], "split": "valid"}}
 
 
+def with_followed(suite: dict, strategies: list[str] | None) -> list[str] | None:
+    """``strategies`` and the strategies whose choice they follow (``[sweep] follow``): what
+    must be tuned before they can run. None (every strategy) stays None."""
+    if not strategies:
+        return strategies
+    follow = (suite.get("sweep") or {}).get("follow", {})
+    return list(dict.fromkeys([*strategies, *(follow[s] for s in strategies if s in follow)]))
+
+
 def tuning_names(suite: dict, strategies: list[str] | None = None) -> list[str] | None:
-    """The tuning runs (strategy names in :func:`tuning_suite`) of ``strategies``: all of
-    them for None, possibly none for a selection of strategies without a grid."""
+    """The tuning runs (strategy names in :func:`tuning_suite`) of ``strategies`` and of the
+    strategies they follow: all of them for None, possibly none for a selection of
+    strategies without a grid."""
     if not strategies:
         return None
+    needed = with_followed(suite, strategies)
     return [label(strat["name"], point) for strat, point in _grid_points(suite)
-            if strat["name"] in strategies]
+            if strat["name"] in needed]
 
 
 def _grid_points(suite: dict) -> list[tuple[dict, dict]]:
@@ -161,11 +177,12 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             key = (run.config.stream_name, run.config.strategy_name, run.config.seed)
             acc[key] = final_acc(run.summary.R)
     sweep, table, overrides, missing = suite["sweep"], {}, {}, 0
+    needed = with_followed(suite, strategies)
     for strat in suite["strategies"]:
         grid = sweep["grid"].get(strat["name"])
         if not grid:
             continue
-        wanted = not strategies or strat["name"] in strategies
+        wanted = not needed or strat["name"] in needed
         for entry in suite["streams"]:
             stream = entry["stream"]["name"]
             scored = []
@@ -178,7 +195,7 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             if any(p["mean"] is None for p in scored):
                 continue
             best = max(range(len(scored)), key=lambda i: (scored[i]["mean"], -i))
-            if wanted:
+            if not strategies or strat["name"] in strategies:
                 overrides[(stream, strat["name"])] = scored[best]["values"]
             table.setdefault(stream, {})[strat["name"]] = {
                 "grid": grid, "points": scored, "chosen": scored[best]["values"],
@@ -186,9 +203,14 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     if missing:
         raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
                           f"sweep cannot choose yet (run the suite again to finish them)")
+    follow = sweep.get("follow", {})
+    for follower, leader in follow.items():  # a control runs at its model's chosen point
+        for stream, choices in table.items():
+            if leader in choices and (not strategies or follower in strategies):
+                overrides[(stream, follower)] = choices[leader]["chosen"]
     res.atomic_write_json(out / SWEEP_FILE, {
         "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
-        "streams": table})
+        "streams": table, **({"follow": dict(follow)} if follow else {})})
     return overrides
 
 

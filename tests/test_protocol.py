@@ -243,6 +243,44 @@ def test_choosing_for_some_strategies_keeps_every_other_finished_sweep(tmp_path)
     assert table["b"]["margin"]["separable"] is True
 
 
+def test_a_control_follows_its_models_chosen_point_and_needs_its_tuning_runs(tmp_path):
+    """[sweep] follow: the paper's controls run at the point COMET was tuned to (matched
+    active units), with no grid of their own; asking for the control alone still waits for
+    the model's tuning runs, and its final runs are planned with the model's choice."""
+    from comet_cl.sweep import SWEEP_FILE, choose, tuning_names
+    smaller = {"preset": "naive", "name": "smaller", "model": "smaller"}
+    spec = {**SWEPT, "seeds": [0], "strategies": ["naive", "comet", smaller],
+        "sweep": {"seeds": [0], "valid_fraction": 0.25, "grid": {"comet": {"p_k": [0.1, 0.5]}},
+                  "follow": {"smaller": "comet"}}}
+    suite = parse_suite(spec)
+    assert tuning_names(suite, ["smaller"]) == ["comet@p_k=0.1", "comet@p_k=0.5"]
+    write_finished_run(tmp_path / "sweep", "swept-sweep", "comet@p_k=0.1", 0, 0.7)
+    with pytest.raises(ConfigError, match="1 tuning runs .* have not finished"):
+        choose(suite, tmp_path, ["smaller"])
+    write_finished_run(tmp_path / "sweep", "swept-sweep", "comet@p_k=0.5", 0, 0.6)
+    assert choose(suite, tmp_path, ["smaller"]) == {("split-mnist", "smaller"): {"p_k": 0.1}}
+    assert choose(suite, tmp_path) == {("split-mnist", "comet"): {"p_k": 0.1},
+                                       ("split-mnist", "smaller"): {"p_k": 0.1}}
+    assert json.loads((tmp_path / SWEEP_FILE).read_text())["follow"] == {"smaller": "comet"}
+    from comet_cl.runner import plan
+    folders = plan(suite, tmp_path, strategies=["smaller"],
+                   chosen_values=choose(suite, tmp_path, ["smaller"]))
+    config = json.loads((folders[0] / "config.json").read_text())
+    assert config["model"]["p_k"] == 0.1  # not the suite's 0.5
+
+
+@pytest.mark.parametrize("follow, match", [
+    ({"smaller": "naive"}, "'sweep.follow.smaller'.*unknown swept strategy 'naive'"),
+    ({"smaler": "comet"}, "'sweep.follow.smaler'.*unknown key"),
+    ({"comet": "comet"}, "'comet' has a grid of its own"),
+])
+def test_a_bad_follow_table_is_refused_with_the_key_named(follow, match):
+    spec = {**SWEPT, "strategies": ["naive", "comet", "smaller"],
+            "sweep": {"grid": {"comet": {"p_k": [0.1, 0.5]}}, "follow": follow}}
+    with pytest.raises(ConfigError, match=match):
+        parse_suite(spec)
+
+
 def test_a_tuned_preset_name_says_which_suite_tuned_it():
     from comet_cl.strategies import available_presets
     from comet_cl.sweep import tuned_for, tuned_name
