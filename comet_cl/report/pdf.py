@@ -261,10 +261,13 @@ def overlap_pages(title: str, overlaps: pd.DataFrame) -> list[Figure]:
     return pages
 
 
-def sweep_pages(group: str, sweep: pd.DataFrame, style: dict[str, figures.Style]) -> Iterator[Figure]:
-    """The validation sweep of a group: its table, then its scores per stream."""
+def sweep_pages(group: str, sweep: pd.DataFrame, style: dict[str, figures.Style],
+                follow: dict[str, str] | None = None) -> Iterator[Figure]:
+    """The validation sweep of a group: its table, then its scores per stream. ``follow``:
+    the strategies run at another's chosen point (sweep.json), named in the notes."""
     title = f"Validation sweep \u2014 {group}"
-    yield from table_pages(title, *tables.sweep_table(sweep), tables.sweep_notes(sweep.rule.iloc[0]))
+    yield from table_pages(title, *tables.sweep_table(sweep),
+                           tables.sweep_notes(sweep.rule.iloc[0], follow))
     for stream, points in sweep.groupby("stream", sort=False):
         fig = _page(f"{title}: {stream}", "Validation accuracy per grid point: mean and 95% CI "
                     "over seeds, dots: single seeds; ringed: the chosen point.")
@@ -437,9 +440,11 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
     if study.columns:
         yield from _section("COMET study: contrasts and goals", study_pages(study))
     yield from _section("Missing or unfinished runs", missing_pages(missing))
+    follows = {suite.label: (suite.sweep or {}).get("follow") for suite in suites}
     for group in swept:
         yield from _section(f"Validation sweep \u2014 {group}",
-                            sweep_pages(group, sweep[sweep.group == group], style[group]))
+                            sweep_pages(group, sweep[sweep.group == group], style[group],
+                                        follows.get(group)))
     for group, stream in streams:
         sel = [r for r in runs if (r.group, r.stream) == (group, stream)]
         yield from _section(f"Stream {stream} \u2014 {group}", stream_section(

@@ -265,7 +265,9 @@ def summary_notes() -> list[str]:
             f"\u2022 {metrics.METRICS['acc']}", f"\u2022 {metrics.METRICS['forgetting']}"]
 
 
-def sweep_notes(rule: str) -> list[str]:
+def sweep_notes(rule: str, follow: dict[str, str] | None = None) -> list[str]:
+    followed = [f"Run at another strategy's chosen point, with no grid of their own: "
+                + "; ".join(f"{a} at {b}'s" for a, b in follow.items()) + "."] if follow else []
     return [f"Validation sweep: each point of the grid trained and scored on the validation "
             f"split; selection rule: {rule or 'not stated'}. Bold and \u2713: the chosen point, "
             f"used by the runs on the following pages. Validation ACC: mean \u00b1 95% CI over "
@@ -273,4 +275,4 @@ def sweep_notes(rule: str) -> list[str]:
             f"validation ACC minus the next best point's, paired by seed, with the 95% CI "
             f"(pp); 'separable' when that interval clears zero. A one-seed sweep cannot test "
             f"it, and a choice that is not separable is as good as its runner-up on the "
-            f"evidence."]
+            f"evidence."] + followed
