@@ -240,6 +240,9 @@ def read_suites(folders) -> list[tuple[str, dict, list[StoredRun]]]:
     reproduction's tables take (the report passes its own, already loaded)."""
     out = []
     for folder in map(Path, folders):
+        if not (folder / res.SUITE_FILE).is_file():
+            raise res.ResultsError(f"{folder}: not a comet-cl results folder "
+                                   f"(no {res.SUITE_FILE})")
         suite = res.read_json(folder / res.SUITE_FILE)
         out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
     return out
@@ -256,9 +259,6 @@ def tables_main(argv: list[str] | None, prog: str, description: str,
     parser.add_argument("results", nargs="+", type=Path,
                         help="results folders of suites (each holds suite.json)")
     args = parser.parse_args(argv)
-    for folder in args.results:
-        if not (folder / res.SUITE_FILE).is_file():
-            parser.error(f"{folder}: not a suite's results folder (no {res.SUITE_FILE} in it)")
     try:
         text = render(read_suites(args.results))
     except res.ResultsError as e:

@@ -178,6 +178,10 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             acc[key] = final_acc(run.summary.R)
     sweep, table, overrides, missing = suite["sweep"], {}, {}, 0
     needed = with_followed(suite, strategies)
+
+    def asked(name: str) -> bool:  # named by the command (every strategy when none is)
+        return not strategies or name in strategies
+
     for strat in suite["strategies"]:
         grid = sweep["grid"].get(strat["name"])
         if not grid:
@@ -195,7 +199,7 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             if any(p["mean"] is None for p in scored):
                 continue
             best = max(range(len(scored)), key=lambda i: (scored[i]["mean"], -i))
-            if not strategies or strat["name"] in strategies:
+            if asked(strat["name"]):
                 overrides[(stream, strat["name"])] = scored[best]["values"]
             table.setdefault(stream, {})[strat["name"]] = {
                 "grid": grid, "points": scored, "chosen": scored[best]["values"],
@@ -206,7 +210,7 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     follow = sweep.get("follow", {})
     for follower, leader in follow.items():  # a control runs at its model's chosen point
         for stream, choices in table.items():
-            if leader in choices and (not strategies or follower in strategies):
+            if leader in choices and asked(follower):
                 overrides[(stream, follower)] = choices[leader]["chosen"]
     res.atomic_write_json(out / SWEEP_FILE, {
         "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything is read and checked before a file is written
         suite = load_suite(suite_path(args.suite))
         ran = res.read_json(args.out / SWEEP_DIR / res.SUITE_FILE).get("name")
-        if ran != tuning_suite(suite)["name"]:
+        if ran != (tuning_suite(suite) or {}).get("name"):
             parser.error(f"{args.out} holds the tuning runs '{ran}', not those of suite "
                          f"'{suite['name']}'")
         texts = tuned_presets(suite, args.out)

@@ -175,7 +175,8 @@ def test_sweep_chooses_on_validation_then_runs_final_runs_with_the_choice(tmp_pa
     suite_file.write_text(TOML_SWEPT)
     # a suite name nobody packaged, or another suite's results: one line, and nothing written
     for suite_arg, why in [("no-such-suite", "suite spec not found: no-such-suite"),
-                           ("vandeven-split-mnist-class", "holds the tuning runs 'swept-sweep'")]:
+                           ("vandeven-split-mnist-class", "holds the tuning runs 'swept-sweep'"),
+                           ("split-mnist", "not those of suite 'split-mnist'")]:  # no [sweep]
         with pytest.raises(SystemExit) as stop:
             sweep_main([suite_arg, str(out), "--presets", str(presets)])
         assert stop.value.code == 2 and why in capsys.readouterr().err

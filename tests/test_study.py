@@ -116,8 +116,8 @@ def test_the_table_commands_print_markdown_and_refuse_bad_folders_in_one_line(
     printed = capsys.readouterr().out
     assert ("| comet | 1 | 60.0 | naive |" if module.endswith("study")
             else "| s | naive | 50.00 | 50.00 | 1 |") in printed
-    for bad, why in [(tmp_path / "nowhere", "not a suite's results folder"),
-                     (tmp_path, "not a suite's results folder")]:
+    for bad, why in [(tmp_path / "nowhere", "not a comet-cl results folder (no suite.json)"),
+                     (tmp_path, "not a comet-cl results folder (no suite.json)")]:
         with pytest.raises(SystemExit) as stop:
             main([str(bad)])
         err = capsys.readouterr().err
