@@ -240,10 +240,7 @@ def read_suites(folders) -> list[tuple[str, dict, list[StoredRun]]]:
     reproduction's tables take (the report passes its own, already loaded)."""
     out = []
     for folder in map(Path, folders):
-        if not (folder / res.SUITE_FILE).is_file():
-            raise res.ResultsError(f"{folder}: not a comet-cl results folder "
-                                   f"(no {res.SUITE_FILE})")
-        suite = res.read_json(folder / res.SUITE_FILE)
+        suite = res.read_suite_file(folder)
         out.append((suite["name"], suite["spec"], list(iter_stored_runs(folder))))
     return out
 

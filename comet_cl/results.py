@@ -229,6 +229,15 @@ def _describe(held: str) -> str:
         return "another process"
 
 
+def read_suite_file(out: Path) -> dict:
+    """The ``suite.json`` of results folder ``out`` (what the runner wrote there: the suite's
+    name, hash and spec). A folder without one is named as not a results folder, the reason
+    every reader of results gives (the report, the study's and the reproduction's tables)."""
+    if not (Path(out) / SUITE_FILE).is_file():
+        raise ResultsError(f"{out}: not a comet-cl results folder (no {SUITE_FILE})")
+    return read_json(Path(out) / SUITE_FILE)
+
+
 def run_dir(out: Path, stream: str, strategy: str, seed: int) -> Path:
     return Path(out) / "runs" / stream / strategy / f"seed-{seed}"
 

@@ -118,10 +118,11 @@ def load(folders: Sequence[Path]) -> tuple[list[Suite], list[Run]]:
 
 
 def _read_folder(folder: Path) -> tuple[Suite, list[Run]]:
-    if not (folder / res.SUITE_FILE).is_file():
-        raise ReportError(f"{folder}: not a comet-cl results folder (no {res.SUITE_FILE})")
     try:
-        meta = res.read_json(folder / res.SUITE_FILE)
+        meta = res.read_suite_file(folder)
+    except res.ResultsError as e:
+        raise ReportError(str(e)) from e
+    try:
         sweep = res.read_json(folder / SWEEP_FILE) if (folder / SWEEP_FILE).is_file() else None
         suite = Suite(meta["name"], meta["suite_hash"], meta["spec"], folder, sweep)
         stored = [read_run(f) for f in res.run_folders(folder)]
