@@ -96,6 +96,13 @@ STREAMS: dict[str, StreamKind] = {
 }
 
 
+def stream_label(stream) -> str:
+    """What a stream entry's runs are filed and shown under (``runs/<label>/...``, the
+    report's and the sweep's tables): its ``label`` where the suite gives one, else its
+    stream's name. Every reader asks here, so a label set in a suite reaches them all."""
+    return stream.get("label") or stream["name"]
+
+
 def stream_kind(name: str) -> StreamKind:
     if name not in STREAMS:
         import difflib

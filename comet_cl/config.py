@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comet_cl.catalog import CLASS_ORDERS, PIXELS, STREAMS
+from comet_cl.catalog import CLASS_ORDERS, PIXELS, STREAMS, stream_label
 
 
 class ConfigError(ValueError):
@@ -132,6 +132,19 @@ def positive(v) -> str | None:
     return None if v > 0 else f"must be > 0, got {v}"
 
 
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")
+
+
+def folder_name(v) -> str | None:
+    """A suite's or strategy's name or a stream's label: each names a folder (``results/<suite>``,
+    ``runs/<stream>/<strategy>/seed-<k>``) and a key of the report's tables, so no path
+    separator, no leading dot, no space (``a/b`` or ``..`` would file runs where no reader
+    looks for them)."""
+    return None if _FOLDER_NAME.fullmatch(v) else (
+        f"must be a folder name (letters, digits and . _ + = , @ -, starting with a letter "
+        f"or digit), got {v!r}")
+
+
 def in_range(lo, hi, *, lo_open=False, hi_open=False) -> Callable[[Any], str | None]:
     """lo <= v <= hi, with either end open."""
     def check(v):
@@ -179,6 +192,9 @@ def _optimizers():
 
 STREAM_KEYS = {
     "name": Rule("str"),
+    # what the stream's runs are filed and shown under (default: its name): two entries of
+    # one stream (say split MNIST in two class orders) need different labels
+    "label": Rule("str", folder_name),
     "n_experiences": Rule("int"),  # range depends on the stream: see _stream
     "class_order": Rule("int list or class-order name"),
     "max_per_experience": Rule("int", positive),
@@ -228,11 +244,12 @@ EVAL_KEYS = {
     "split": Rule("str", one_of(lambda: EVAL_SPLITS, "eval split")),
 }
 EVAL_SPLITS = ("test", "valid")
-STRATEGY_KEYS = {"preset": Rule("str"), "name": Rule("str"), "model": Rule("str"),
+STRATEGY_KEYS = {"preset": Rule("str"), "name": Rule("str", folder_name), "model": Rule("str"),
                  "params": Rule("table"), "train": Rule("table"),
                  "model_config": Rule("table")}
 SUITE_KEYS = {
-    "name": Rule("str"), "description": Rule("str"),
+    "name": Rule("str", folder_name),  # results/<name> by default, and tuned presets' names
+    "description": Rule("str"),
     "seeds": Rule("int list", each(at_least(0))),
     "streams": Rule("list", each(lambda v: None)),
     "strategies": Rule("list", each(lambda v: None)),
@@ -429,6 +446,11 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
     if "iterations" in raw.get("train", {}) and raw["train"].get("epochs", 1) != 1:
         raise ConfigError(f"{_where(path, 'train', 'iterations')}: give either an iterations "
                           f"budget or epochs, not both")
+    streams = [_stream(s, path, i, model) for i, s in enumerate(raw["streams"])]
+    labels = [stream_label(s["stream"]) for s in streams]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: two streams share a name in {labels} (their runs would "
+                          f"share folders); give one a 'label'")
     extra = {"sweep": _sweep(raw["sweep"], path, names)} if "sweep" in raw else {}
     if "published" in raw:
         extra["published"] = _published(raw["published"], path, names)
@@ -438,7 +460,7 @@ def parse_suite(raw: dict, path="<spec>") -> dict:
         "name": raw["name"],
         "description": raw.get("description", ""),
         "seeds": raw.get("seeds", [0]),
-        "streams": [_stream(s, path, i, model) for i, s in enumerate(raw["streams"])],
+        "streams": streams,
         "strategies": strategies,
         "train": train,
         "eval": evaluation,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from comet_cl import results as res
+from comet_cl.catalog import stream_label
 
 SCHEMA_VERSION = 2
 
@@ -65,7 +66,7 @@ class RunConfig:
 
     @property
     def stream_name(self) -> str:
-        return self.stream["name"]
+        return stream_label(self.stream)
 
     @property
     def strategy_name(self) -> str:

@@ -38,6 +38,7 @@ import comet_cl
 from comet_cl import loggers, metrics
 from comet_cl import results as res
 from comet_cl import sweep
+from comet_cl.catalog import stream_label
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.contract import Overlap, RunSummary
 from comet_cl.diagnostics import chance_overlap, task_overlap_matrix
@@ -168,13 +169,13 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
     planned = []  # every config is built (and so checked) before anything is written
     for base in chosen:
         for entry in suite["streams"]:
-            point = (chosen_values or {}).get((entry["stream"]["name"], base["name"]), {})
+            point = (chosen_values or {}).get((stream_label(entry["stream"]), base["name"]), {})
             strat = sweep.with_values(base, point)
             preset = _preset({**strat, "path": suite.get("path")}, presets_dir)
             _check_model_options(suite, preset, strat)
             for seed in seeds:
                 cfg = _run_config(suite, {**entry, "strategy": strat}, preset, seed, s_hash)
-                planned.append((res.run_dir(out, entry["stream"]["name"], strat["name"], seed),
+                planned.append((res.run_dir(out, stream_label(entry["stream"]), strat["name"], seed),
                                 cfg))
     _claim_suite_folder(out, suite, s_hash, seeds)
     for folder, cfg in planned:

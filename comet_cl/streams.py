@@ -57,6 +57,8 @@ class StreamSpec:
     pixels: "standardized" (per-channel mean 0, std 1: this project's default) or "unit"
     (x / 255 in [0, 1], what van de Ven & Tolias feed their MLPs). pad: zero pixels added on
     every side before any permutation (van de Ven pads MNIST to 32 x 32 for permuted MNIST).
+    label: what the runs are filed under when a suite holds two entries of one stream
+    (``catalog.stream_label``); it changes nothing in the data.
     """
 
     name: str
@@ -69,6 +71,7 @@ class StreamSpec:
     first_identity: bool = True
     pixels: str = "standardized"
     pad: int = 0
+    label: str | None = None
     data_root: str | None = None
 
     def __post_init__(self):
@@ -81,12 +84,12 @@ class StreamSpec:
 
     def resolved(self) -> dict:
         """The spec as plain data, defaults filled in (what a run records in its config).
-        ``pixels`` and ``pad`` came later; at their defaults they are left out, so run folders
-        written before them keep the same config and stay resumable."""
+        ``pixels``, ``pad`` and ``label`` came later; at their defaults they are left out, so
+        run folders written before them keep the same config and stay resumable."""
         d = asdict(self)
         d["n_experiences"] = self.experiences
         d.pop("data_root")
-        for key, default in (("pixels", "standardized"), ("pad", 0)):
+        for key, default in (("pixels", "standardized"), ("pad", 0), ("label", None)):
             if d[key] == default:
                 d.pop(key)
         if isinstance(self.class_order, tuple):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from comet_cl import results as res
+from comet_cl.catalog import stream_label
 from comet_cl.config import (MODEL_KEYS, TRAIN_KEYS, ConfigError, dump_toml, load_suite,
                              preset_file, read_preset, suite_path)
 from comet_cl.contract import iter_stored_runs
@@ -188,7 +189,7 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             continue
         wanted = not needed or strat["name"] in needed
         for entry in suite["streams"]:
-            stream = entry["stream"]["name"]
+            stream = stream_label(entry["stream"])
             scored = []
             for point in points(grid):
                 name = label(strat["name"], point)
@@ -240,7 +241,7 @@ def _replaced_text(suite: dict, stream: str, entry: dict, chosen: dict,
     source's own words about that value (say "c = 5, not tuned") read as the value replaced,
     not the one in use."""
     from comet_cl.runner import strategy_settings  # the runner imports this module
-    stream_entry = next(s for s in suite["streams"] if s["stream"]["name"] == stream)
+    stream_entry = next(s for s in suite["streams"] if stream_label(s["stream"]) == stream)
     before = strategy_settings(suite, stream_entry, entry, presets_dir)
     parts = []
     for key in chosen:

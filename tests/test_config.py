@@ -1,5 +1,6 @@
 """Bad suite specs and presets fail before training, naming the file, key/line and a fix."""
 
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -140,6 +141,46 @@ def test_stream_limits_and_default_arch_come_from_the_stream_registry(tmp_path):
         suite({"name": "permuted-mnist", "n_experiences": 101})
     with pytest.raises(ConfigError, match="100 classes do not split evenly into 30"):
         suite({"name": "split-cifar100", "n_experiences": 30})
+
+
+def test_two_entries_of_one_stream_need_labels_and_are_filed_under_them(tmp_path):
+    """Two split MNIST entries in one suite (two class orders) would share run folders: the
+    suite is refused until one has a label; with labels each entry's runs are filed, read and
+    shown under its label, and a suite without labels keeps its run configs (and hash)."""
+    twice = GOOD.replace(
+        'streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 100 }]',
+        'streams = [{ name = "split-mnist", n_experiences = 2, max_per_experience = 100 },\n'
+        '           { name = "split-mnist", n_experiences = 2, max_per_experience = 100, '
+        'class_order = "vandeven" }]')
+    with pytest.raises(ConfigError, match=r"two streams share a name in \['split-mnist', "
+                                          r"'split-mnist'\].*give one a 'label'"):
+        load_suite(write(tmp_path, twice))
+    labelled = twice.replace('class_order = "vandeven" }', 'class_order = "vandeven", '
+                                                          'label = "split-mnist-vandeven" }')
+    runs = plan(load_suite(write(tmp_path, labelled)), tmp_path / "out", strategies=["naive"])
+    assert [r.relative_to(tmp_path / "out").parts[:2] for r in runs] == [
+        ("runs", "split-mnist"), ("runs", "split-mnist-vandeven")]
+    first, second = (read_config(r) for r in runs)
+    assert (first.stream_name, second.stream_name) == ("split-mnist", "split-mnist-vandeven")
+    assert "label" not in first.stream and second.stream["class_order"] == "vandeven"
+
+
+@pytest.mark.parametrize("where, text", [
+    ("strategies[1].name", '"naive", { preset = "ewc", name = "../elsewhere" }]'),
+    ("strategies[1].name", '"naive", { preset = "ewc", name = "ewc strong" }]'),
+    ("streams[0].label", None), ("'name'", "suite name")])
+def test_a_name_that_is_not_a_folder_name_is_refused(tmp_path, where, text):
+    """Strategy names and stream labels are folder levels of runs/<stream>/<strategy>/: a
+    path separator, a leading dot or a space would file runs where no reader finds them."""
+    if text == "suite name":
+        spec = GOOD.replace('name = "tiny"', 'name = ".hidden"')
+    elif text:
+        spec = GOOD.replace('"naive", "ewc"]', text)
+    else:
+        spec = GOOD.replace("max_per_experience = 100 }", 'max_per_experience = 100, label = "a/b" }')
+    with pytest.raises(ConfigError, match=rf"{re.escape(where)}.*must be a folder name"):
+        load_suite(write(tmp_path, spec))
+    assert not (tmp_path / "out").exists()
 
 
 PAPER = """name = "paper"

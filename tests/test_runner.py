@@ -238,6 +238,28 @@ def test_suite_json_records_the_spec_path_as_typed_not_the_machines(tmp_path):
     assert recorded == "suites/tiny.toml"
 
 
+def test_two_labelled_entries_of_one_stream_run_and_report_apart(tmp_path):
+    """Split MNIST in its random and its van de Ven class order, in one suite: each entry runs
+    on its own classes, is filed under its label, and gets its own table in the report."""
+    from comet_cl.report import build_report
+    from conftest import require_data
+    require_data("mnist")
+    entry = {"name": "split-mnist", "n_experiences": 2, "max_per_experience": 200,
+             "max_test_per_experience": 100}
+    suite = {**SMALL, "streams": [
+        entry, {**entry, "class_order": "vandeven", "label": "split-mnist-vandeven"}]}
+    out = tmp_path / "out"
+    run_suite(suite, out)
+    runs = {r.config.stream_name: r for r in iter_stored_runs(out)}
+    assert set(runs) == {"split-mnist", "split-mnist-vandeven"}
+    assert all(r.finished for r in runs.values())
+    orders = {name: r.config.stream["class_order"] for name, r in runs.items()}
+    assert orders["split-mnist"] != orders["split-mnist-vandeven"]
+    build_report([out], tmp_path / "r.pdf")
+    assert (tmp_path / "r-split-mnist.csv").is_file()
+    assert (tmp_path / "r-split-mnist-vandeven.csv").is_file()
+
+
 # ---- one process per run folder, and a clean folder after any kill -------------------------
 
 SMALL = {"name": "small", "seeds": [0],

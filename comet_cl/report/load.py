@@ -21,6 +21,7 @@ from comet_cl import metrics
 from comet_cl import results as res
 from comet_cl.results import shown
 from comet_cl import sweep as sweep_rule
+from comet_cl.catalog import stream_label
 from comet_cl.contract import ContractError, RunConfig, RunSummary, read_run
 
 KEYS = ["group", "stream", "strategy"]
@@ -92,10 +93,10 @@ def group_label(name: str, suite_hash: str) -> str:
 
 
 def _name(item: str | dict) -> str:
-    """A spec entry's name: the entry itself, its 'name', or (a stream entry) its stream's."""
+    """A spec entry's name: the entry itself, its 'name', or (a stream entry) its label."""
     if isinstance(item, str):
         return item
-    return item["name"] if "name" in item else item["stream"]["name"]
+    return item["name"] if "name" in item else stream_label(item["stream"])
 
 
 def results_folders(results_dirs: Iterable[Path]) -> list[Path]:
