@@ -48,8 +48,6 @@ from comet_cl.methods import (EWC, SI, AGEMPlugin, DERPlugin, LwF, ReplayPlugin,
 warnings.filterwarnings("ignore", "No loggers specified", UserWarning, "avalanche")
 
 
-
-
 @dataclass(frozen=True)
 class Method:
     """What a method declares about itself, so that no other module compares method names.
