@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out / SWEEP_FILE} not found: the sweep has not finished")
     try:  # everything is read and checked before a file is written
         suite = load_suite(suite_path(args.suite))
-        ran = res.read_json(args.out / SWEEP_DIR / res.SUITE_FILE).get("name")
+        ran = res.read_suite_file(args.out / SWEEP_DIR).get("name")
         if ran != (tuning_suite(suite) or {}).get("name"):
             parser.error(f"{args.out} holds the tuning runs '{ran}', not those of suite "
                          f"'{suite['name']}'")

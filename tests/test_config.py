@@ -165,21 +165,17 @@ def test_two_entries_of_one_stream_need_labels_and_are_filed_under_them(tmp_path
     assert "label" not in first.stream and second.stream["class_order"] == "vandeven"
 
 
-@pytest.mark.parametrize("where, text", [
-    ("strategies[1].name", '"naive", { preset = "ewc", name = "../elsewhere" }]'),
-    ("strategies[1].name", '"naive", { preset = "ewc", name = "ewc strong" }]'),
-    ("streams[0].label", None), ("'name'", "suite name")])
-def test_a_name_that_is_not_a_folder_name_is_refused(tmp_path, where, text):
-    """Strategy names and stream labels are folder levels of runs/<stream>/<strategy>/: a
-    path separator, a leading dot or a space would file runs where no reader finds them."""
-    if text == "suite name":
-        spec = GOOD.replace('name = "tiny"', 'name = ".hidden"')
-    elif text:
-        spec = GOOD.replace('"naive", "ewc"]', text)
-    else:
-        spec = GOOD.replace("max_per_experience = 100 }", 'max_per_experience = 100, label = "a/b" }')
+@pytest.mark.parametrize("where, old, new", [
+    ("strategies[1].name", '"ewc"]', '{ preset = "ewc", name = "../elsewhere" }]'),
+    ("strategies[1].name", '"ewc"]', '{ preset = "ewc", name = "ewc strong" }]'),
+    ("streams[0].label", "max_per_experience = 100 }", 'max_per_experience = 100, label = "a/b" }'),
+    ("'name'", 'name = "tiny"', 'name = ".hidden"')])
+def test_a_name_that_is_not_a_folder_name_is_refused(tmp_path, where, old, new):
+    """Suite and strategy names and stream labels are folders (results/<suite>,
+    runs/<stream>/<strategy>/): a path separator, a leading dot or a space would file runs
+    where no reader finds them."""
     with pytest.raises(ConfigError, match=rf"{re.escape(where)}.*must be a folder name"):
-        load_suite(write(tmp_path, spec))
+        load_suite(write(tmp_path, GOOD.replace(old, new)))
     assert not (tmp_path / "out").exists()
 
 
