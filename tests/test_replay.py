@@ -100,6 +100,10 @@ def test_bad_buffer_arguments_are_clear_errors():
         ReplayPlugin(policy="fifo")
     with pytest.raises(ValueError, match="batch_size_mem must be a positive integer"):
         ReplayPlugin(batch_size_mem=-1)
+    with pytest.raises(ValueError, match="unknown buffer update 'batch'.*experience, step"):
+        ReplayPlugin(update="batch")
+    with pytest.raises(ValueError, match="update = 'step' needs policy = 'reservoir'"):
+        ReplayPlugin(update="step", policy="experience")
     with pytest.raises(ValueError, match="alpha must be a number >= 0"):
         DERPlugin(alpha=-0.1)
     plain = AvalancheDataset([torch.utils.data.TensorDataset(torch.zeros(4, 1, 28, 28),
@@ -131,6 +135,38 @@ def test_memory_batches_come_from_past_experiences_only():
                 past_experiences_seen.add((k, past))
         assert set(memory_ids) <= set().union(*exp_ids[:k])
     assert past_experiences_seen == {(1, 0), (2, 0), (2, 1)}
+
+
+def test_step_update_replays_the_current_task_from_what_earlier_steps_offered():
+    """Buzzega et al.'s ER: the buffer takes each step's own samples after the step, so memory
+    batches hold the current task from its second step on, and only samples already trained on."""
+    train, test = split_mnist(cap=400, n=2)
+    real = Spy("before_training_iteration", lambda s: s.mbatch[2].clone())
+    joined = Spy("before_training_iteration", lambda s: (s.clock.train_exp_counter, s.mbatch[2].clone()))
+    replay = ReplayPlugin(mem_size=100, update="step")
+    s = strategy([real, replay, joined])
+    offered, current_task_replayed = [], 0
+    exp_ids = [set(experience_tensors(exp)[2].tolist()) for exp in train]
+    for exp in train:
+        s.train(exp)
+    for own, (k, ids) in zip(real.seen, joined.seen):
+        n = len(own)
+        assert torch.equal(ids[:n], own)
+        memory = ids[n:].tolist()
+        assert len(memory) == min(32, len(offered))  # empty only before the first step
+        assert len(set(memory)) == len(memory) and set(memory) <= set(offered)
+        current_task_replayed += bool(set(memory) & exp_ids[k])
+        offered.extend(own.tolist())
+    # every step but each experience's first (the buffer has not taken any of its steps yet)
+    assert current_task_replayed == len(joined.seen) - len(train)
+    # The buffer is a uniform subset of everything offered: both tasks, about half each.
+    assert len(replay.buffer) == 100 and set(replay.buffer.ids.tolist()) <= set(offered)
+    assert replay.buffer.group.unique().tolist() == [0, 1]
+    assert abs(int((replay.buffer.group == 0).sum()) - 50) <= 15
+    x, y, ids = replay.buffer.gather(torch.arange(100))
+    ex, ey, eids = (torch.cat(t) for t in zip(*(experience_tensors(exp) for exp in train)))
+    rows = torch.tensor([eids.tolist().index(i) for i in ids.tolist()])
+    assert torch.equal(x, ex[rows]) and torch.equal(y, ey[rows])
 
 
 def test_replay_changes_training_and_keeps_old_classes_that_naive_forgets():
@@ -275,7 +311,8 @@ SUITE = {"name": "resume-replay", "seeds": [2],
          "eval": {"curve_subset": 100, "curve_stride": 4}}
 
 
-@pytest.mark.parametrize("preset", ["replay", "derpp", "agem"])
+@pytest.mark.parametrize("preset", ["replay", "derpp", "agem", {"preset": "replay", "name": "er-step",
+                                                               "params": {"update": "step"}}])
 def test_run_interrupted_between_experiences_resumes_to_identical_numbers(preset, tmp_path):
     spec = {**SUITE, "strategies": [preset]}
     [killed] = plan_suite(spec, tmp_path / "killed")
