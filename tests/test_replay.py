@@ -199,6 +199,23 @@ def test_checkpoint_holds_positions_not_pixels_and_restores_the_same_memory():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+def test_a_checkpoint_from_before_the_update_setting_resumes_as_an_experience_update():
+    """Checkpoints pickle the plugin: one written before ``update`` existed lacks the
+    attribute, and must resume as the experience-end update it was, not fail mid-suite."""
+    train, _ = split_mnist(n=2)
+    replay = ReplayPlugin(mem_size=50)
+    strategy([replay]).train(train[0])
+    old = {k: v for k, v in replay.__getstate__().items()
+           if k not in ("update", "_stream", "_step_ids")}
+    restored = ReplayPlugin.__new__(ReplayPlugin)
+    restored.__setstate__(old)
+    assert restored.update == "experience"
+    s = strategy([restored])
+    s.train(train[1])
+    assert len(restored.buffer) == 50
+    assert set(restored.buffer.group.tolist()) == {0, 1}
+
+
 # ---- DER++ ----------------------------------------------------------------------------------
 
 def test_derpp_stores_the_models_logits_and_keeps_them_for_later_experiences():

@@ -266,6 +266,11 @@ class ReplayPlugin(SupervisedPlugin):
     def __getstate__(self):  # re-made every experience
         return {**self.__dict__, "_draws": None, "_fill": None, "_stream": None, "_step_ids": None}
 
+    def __setstate__(self, state):
+        """A checkpoint pickled before ``update`` existed was an experience-update run: it
+        resumes as one instead of failing on the missing attribute."""
+        self.__dict__.update({"update": "experience", "_stream": None, "_step_ids": None, **state})
+
     def memory_batch_size(self, strategy) -> int:
         return self.batch_size_mem or strategy.train_mb_size
 
