@@ -190,6 +190,11 @@ def _optimizers():
     return OPTIMIZERS
 
 
+def _augments():
+    from comet_cl.augment import AUGMENTS
+    return AUGMENTS
+
+
 STREAM_KEYS = {
     "name": Rule("str"),
     # what the stream's runs are filed and shown under (default: its name): two entries of
@@ -234,6 +239,9 @@ TRAIN_KEYS = {
     # 2 x 400 and 2 x 1000 MLPs); the float rounding differs in the last bits, so a suite
     # opts in and its runs stay comparable with each other. Off unless set.
     "fused": Rule("bool"),
+    # training-minibatch augmentation (comet_cl.augment): "crop-flip" is the CIFAR protocols'
+    # random crop (padding 4) and horizontal flip, replay's memory batch included; off unless set
+    "augment": Rule("str", one_of(_augments, "augmentation")),
 }
 EVAL_KEYS = {
     "beta": Rule("int", positive),

@@ -38,6 +38,7 @@ import comet_cl
 from comet_cl import loggers, metrics
 from comet_cl import results as res
 from comet_cl import sweep
+from comet_cl.augment import augment_plugins
 from comet_cl.catalog import stream_label
 from comet_cl.config import ConfigError, closest, load_suite, parse_suite, suite_path
 from comet_cl.contract import Overlap, RunSummary
@@ -54,7 +55,7 @@ from comet_cl.strategies import (
     phase_updates,
     validate_preset,
 )
-from comet_cl.streams import StreamSpec, input_shape, make_stream
+from comet_cl.streams import StreamSpec, input_shape, make_stream, pixel_scaling
 
 RESULTS_ROOT = Path("results")
 
@@ -262,7 +263,8 @@ def _environment(device: torch.device) -> dict:
 
 
 def _build(cfg: dict, data_root, device: torch.device):
-    """The stream and model of a run, from its config alone (deterministic in the seed)."""
+    """The stream's spec, the stream and the model of a run, from its config alone
+    (deterministic in the seed)."""
     seed = cfg["seed"]
     _seed_everything(seed)
     spec = StreamSpec(data_root=data_root, **{**cfg["stream"], "class_order": _order(cfg)})
@@ -272,7 +274,7 @@ def _build(cfg: dict, data_root, device: torch.device):
                         n_classes=spec.kind.n_outputs(spec.experiences), widths=m["widths"], p_k=m["p_k"],
                         activation=m["activation"], router_seed=seed,
                         mask_cache=m["mask_cache"], **m.get("options", {}))
-    return bench, model.to(device)
+    return spec, bench, model.to(device)
 
 
 def _order(cfg: dict):
@@ -350,7 +352,7 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
     """The run itself, under its lock (see execute_run)."""
     cfg = res.read_json(folder / res.CONFIG_FILE)
     dev = pick_device(device)
-    bench, model = _build(cfg, data_root, dev)
+    spec, bench, model = _build(cfg, data_root, dev)
     preset = Preset(**cfg["strategy"])
     method = method_of(preset)
     joint = method.is_joint
@@ -365,6 +367,7 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
         model.load_state_dict(state["model"])
         recorder.load_state_dict(state["recorder"])
     run_plugins = VARIANTS[cfg["model"]["variant"]].plugins()
+    run_plugins += augment_plugins(cfg["train"], *pixel_scaling(spec.kind.dataset, spec.pixels))
     run_plugins += precision_plugins(cfg["train"], dev)
     extra = [recorder] + run_plugins
     if on_step is not None:

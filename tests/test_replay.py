@@ -328,8 +328,9 @@ SUITE = {"name": "resume-replay", "seeds": [2],
          "eval": {"curve_subset": 100, "curve_stride": 4}}
 
 
-@pytest.mark.parametrize("preset", ["replay", "derpp", "agem", {"preset": "replay", "name": "er-step",
-                                                               "params": {"update": "step"}}])
+@pytest.mark.parametrize("preset", [
+    "replay", "derpp", "agem", {"preset": "replay", "name": "er-step", "params": {"update": "step"}},
+    {"preset": "replay", "name": "er-augmented", "train": {"augment": "crop-flip"}}])
 def test_run_interrupted_between_experiences_resumes_to_identical_numbers(preset, tmp_path):
     spec = {**SUITE, "strategies": [preset]}
     [killed] = plan_suite(spec, tmp_path / "killed")
