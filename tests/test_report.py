@@ -397,3 +397,10 @@ def test_every_strategy_gets_its_own_style_past_ten():
         drawn = styles([f"s{i}" for i in range(n)]).values()
         assert len({(s.color, s.marker, s.linestyle) for s in drawn}) == n
         assert len({s.color for s in drawn}) == min(n, 20) or n > 20
+
+
+def test_provenance_that_differs_between_runs_says_how_many_values_commonest_first():
+    from comet_cl.report.pdf import _distinct
+    assert _distinct(["cpu", "cpu"]) == "cpu"
+    assert _distinct([None]) == "unknown" and _distinct([]) == "unknown"
+    assert _distinct(["b", "a", "a", None]) == "3 values: a (2 runs); b (1 run); unknown (1 run)"

@@ -301,7 +301,7 @@ def title_page(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[
         ("Runs", f"{len(summaries)} finished, {len(missing)} missing or unfinished"),
         ("Report made", f"{made} by comet-cl {__version__}"),
         ("Finished", _span(s.finished_at for s in summaries)),
-        ("git commit", _distinct(s.git_commit for s in summaries)),
+        ("git commit", _distinct(s.git_commit[:10] if s.git_commit else None for s in summaries)),
         ("Machine", _distinct(s.machine for s in summaries)),
         ("Device", _distinct(s.device for s in summaries)),
         ("Summary schema", _distinct(s.schema_version for s in summaries)),
@@ -310,7 +310,7 @@ def title_page(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[
     height = 0.26 * len(rows) / PAGE[1]
     ax = fig.add_axes((0.03, 0.88 - height, 0.94, height))
     ax.axis("off")
-    drawn = ax.table(cellText=[[k, textwrap.shorten(v, 150)] for k, v in rows], colWidths=[0.16, 0.84],
+    drawn = ax.table(cellText=[[k, textwrap.shorten(v, 110)] for k, v in rows], colWidths=[0.16, 0.84],
                      cellLoc="left", edges="open", bbox=(0, 0, 1, 1))
     drawn.auto_set_font_size(False)
     drawn.set_fontsize(10)
@@ -324,11 +324,13 @@ def title_page(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[
 
 
 def _distinct(values: Iterable) -> str:
-    """'x' when every run agrees, else each value with its run count."""
+    """'x' when every run agrees, else how many values there are and each one with its run
+    count, the commonest first (the count comes first: a long list is cut to fit the page)."""
     counts = pd.Series([str(v) if v is not None else "unknown" for v in values]).value_counts()
     if len(counts) <= 1:
         return counts.index[0] if len(counts) else "unknown"
-    return "; ".join(f"{v} ({n} runs)" for v, n in counts.items())
+    listed = "; ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts.items())
+    return f"{len(counts)} values: {listed}"
 
 
 def _span(stamps: Iterable[str | None]) -> str:
