@@ -82,7 +82,8 @@ def _print_sweep(folder: Path, strategies: list[str] | None) -> None:
     for stream, name, entry in chosen:
         m = sweep.entry_margin(entry)
         runner = "" if m is None else f"vs {sweep.values_text(m['runner_up'])}: "
-        print(f"{stream:<22}{name:<16}{sweep.values_text(entry['chosen'])}; "
+        at = f" (at {sweep.values_text(entry['at'])})" if entry.get("at") else ""
+        print(f"{stream:<22}{name:<16}{sweep.values_text(entry['chosen'])}{at}; "
               f"{runner}{sweep.margin_text(m)}")
 
 

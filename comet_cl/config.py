@@ -432,10 +432,23 @@ def _sweep(raw: dict, path, names: list[str]) -> dict:
     follow = check_table(sweep.get("follow", {}),
                          dict.fromkeys(names, Rule("str", one_of(lambda: swept, "swept strategy"))),
                          path, "sweep.follow")
-    for name in follow:
-        if grid.get(name):
+    for name, leader in follow.items():
+        if name == leader:
+            raise ConfigError(f"{_where(path, 'sweep.follow', name)}: '{name}' cannot follow "
+                              f"its own choice")
+        if not grid.get(name):
+            continue
+        # a follower with a grid of its own is tuned at its leader's chosen point (a second
+        # stage of the sweep): the leader must be chosen by a grid alone, on other keys
+        if leader in follow:
             raise ConfigError(f"{_where(path, 'sweep.follow', name)}: '{name}' has a grid of its "
-                              f"own; a strategy either is tuned or follows another's choice")
+                              f"own and follows '{leader}', which follows '{follow[leader]}': "
+                              f"a tuned follower's leader must be tuned by its grid alone")
+        shared = sorted(set(grid[name]) & set(grid[leader]))
+        if shared:
+            raise ConfigError(f"{_where(path, 'sweep.follow', name)}: '{name}' takes "
+                              f"{', '.join(shared)} from '{leader}'s choice, so its own grid "
+                              f"cannot set {'it' if len(shared) == 1 else 'them'} too")
     return {**sweep, "grid": grid, "follow": dict(follow)}
 
 

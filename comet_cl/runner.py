@@ -148,12 +148,15 @@ def _check_model_options(suite: dict, preset: Preset, strategy: dict) -> None:
 
 def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
          seeds: list[int] | None = None, presets_dir: Path | None = None,
-         chosen_values: dict | None = None) -> list[Path]:
+         chosen_values: dict | None = None,
+         pairs: set[tuple[str, str]] | None = None) -> list[Path]:
     """Write suite.json and each run's config.json (unless already there and identical);
     return the run folders. Every preset is resolved and checked before anything is
     written, so a bad spec leaves no folder behind. A folder holding results of a different
     config is refused. ``chosen_values``: {(stream, strategy): {param: value}} picked by a
-    validation sweep (comet_cl.sweep)."""
+    validation sweep (comet_cl.sweep). ``pairs``: only these (stream, strategy) pairs (a
+    sweep's second stage runs a follower's grid only on the streams its leader's point is
+    from)."""
     out = Path(out)
     chosen = suite["strategies"]
     if strategies:
@@ -170,6 +173,8 @@ def plan(suite: dict, out: Path, *, strategies: list[str] | None = None,
     planned = []  # every config is built (and so checked) before anything is written
     for base in chosen:
         for entry in suite["streams"]:
+            if pairs is not None and (stream_label(entry["stream"]), base["name"]) not in pairs:
+                continue
             point = (chosen_values or {}).get((stream_label(entry["stream"]), base["name"]), {})
             strat = sweep.with_values(base, point)
             preset = _preset({**strat, "path": suite.get("path")}, presets_dir)
@@ -617,15 +622,26 @@ def _unfinished(runs: list[Path]) -> list[Path]:
 def _plan_tuning(suite: dict, out: Path, strategies, presets_dir, sweep_only: bool
                  ) -> list[Path] | None:
     """The tuning runs of ``strategies`` planned into ``out/sweep`` (None: nothing to tune;
-    with ``sweep_only`` that is an error, raised before anything is written)."""
-    tuning, names = sweep.tuning_suite(suite), sweep.tuning_names(suite, strategies)
+    with ``sweep_only`` that is an error, raised before anything is written): the first
+    stage's and the second stage's for the leaders chosen so far (followers tuned at their
+    leader's choice, comet_cl.sweep), so a caller plans again after running them."""
+    at = sweep.second_stage(suite, out)  # every point a leader has chosen so far
+    tuning = sweep.tuning_suite(suite, at)  # whole: out/sweep/suite.json lists every run
+    every = [s["name"] for s in suite["strategies"]]
+    names = sweep.tuning_names(suite, strategies or every)  # the first stage's
     if tuning is None or names == []:
         if sweep_only:
             which = f"for {', '.join(strategies)}" if strategies else "in it"
             raise ConfigError(f"--sweep-only: suite '{suite['name']}' has no [sweep] grid "
                               f"{which}: nothing to tune")
         return None
-    return plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
+    runs = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
+    pairs = sweep.second_stage_runs(suite, {k: v for k, v in at.items()
+                                            if not strategies or k[1] in strategies})
+    if not pairs:
+        return runs
+    return runs + plan(tuning, out / sweep.SWEEP_DIR, strategies=sorted({n for _, n in pairs}),
+                       presets_dir=presets_dir, pairs=pairs)
 
 
 def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,
@@ -676,6 +692,10 @@ def run_suite(spec, out: Path | None = None, *, strategies=None, seeds=None, dat
     chosen = None
     if truns is not None:
         _execute_stage(executor, truns, data_root, device, progress, "sweep")
+        staged = _plan_tuning(suite, out, strategies, presets_dir, sweep_only)
+        if len(staged) > len(truns):  # the first stage's choices let the second run
+            truns = staged
+            _execute_stage(executor, truns, data_root, device, progress, "sweep")
         chosen = sweep.choose(suite, out, strategies)
         if sweep_only:
             return truns

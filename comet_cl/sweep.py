@@ -14,6 +14,14 @@ training data with the chosen values and are evaluated on the test sets.
 point instead of a grid of its own: the COMET paper's controls (a smaller dense net, dropout,
 top-k) are defined by COMET's p_k and width, so they must be held against COMET at the point
 COMET was tuned to (matched active units), not at a default that COMET's sweep moved away from.
+
+A follower with a grid of its own is tuned *at* its leader's chosen point, in a second stage:
+``follow = { comet-ewc = "comet" }`` with ``[sweep.grid.comet-ewc] ewc_lambda = [...]`` runs
+EWC's lambda grid on the COMET model at the p_k and widths COMET's sweep chose (tuning runs
+named ``comet-ewc@p_k=0.9,widths=800-800,ewc_lambda=100``), once those are known. Why: a
+combination tuned at the suite's default p_k is held against a COMET that is not the one
+the study reports (measured on split CIFAR-10: COMET + ER at p_k 0.9 is 6-10 points above
+p_k 0.5), and a regulariser's best strength depends on the model it regularises.
 """
 
 from __future__ import annotations
@@ -73,15 +81,16 @@ def with_values(entry: dict, point: dict) -> dict:
     return out
 
 
-def tuning_suite(suite: dict) -> dict | None:
+def tuning_suite(suite: dict, at: dict | None = None) -> dict | None:
     """The suite of tuning runs, every grid point of every strategy (None when the suite has
     no sweep or nothing to tune). Always whole, so the sweep folder's suite.json lists every
-    tuning run whichever strategies one command ran (:func:`tuning_names` picks those)."""
+    tuning run whichever strategies one command ran (:func:`tuning_names` picks those).
+    ``at`` (:func:`second_stage`): the second stage's points, known once leaders have chosen."""
     sweep = suite.get("sweep")
     if not sweep:
         return None
     entries = [{**with_values(strat, point), "name": label(strat["name"], point)}
-               for strat, point in _grid_points(suite)]
+               for strat, point in _grid_points(suite, at)]
     if not entries:
         return None
     streams = [{**e, "stream": {**e["stream"], "valid_fraction": sweep["valid_fraction"]}}
@@ -100,23 +109,55 @@ def with_followed(suite: dict, strategies: list[str] | None) -> list[str] | None
     return list(dict.fromkeys([*strategies, *(follow[s] for s in strategies if s in follow)]))
 
 
-def tuning_names(suite: dict, strategies: list[str] | None = None) -> list[str] | None:
+def tuning_names(suite: dict, strategies: list[str] | None = None,
+                 at: dict | None = None) -> list[str] | None:
     """The tuning runs (strategy names in :func:`tuning_suite`) of ``strategies`` and of the
     strategies they follow: all of them for None, possibly none for a selection of
-    strategies without a grid."""
+    strategies without a grid. Without ``at``, the first stage's only."""
     if not strategies:
         return None
     needed = with_followed(suite, strategies)
-    return [label(strat["name"], point) for strat, point in _grid_points(suite)
+    return [label(strat["name"], point) for strat, point in _grid_points(suite, at)
             if strat["name"] in needed]
 
 
-def _grid_points(suite: dict) -> list[tuple[dict, dict]]:
+def tuned_followers(suite: dict) -> dict[str, str]:
+    """Followers with a grid of their own (tuned in the second stage), each to its leader."""
+    sweep = suite.get("sweep") or {}
+    return {f: lead for f, lead in sweep.get("follow", {}).items() if sweep["grid"].get(f)}
+
+
+def _grid_points(suite: dict, at: dict | None = None) -> list[tuple[dict, dict]]:
     """(strategy entry, grid point) for every tuning run of the suite's sweep, in suite and
-    grid order: the one walk both :func:`tuning_suite` and :func:`tuning_names` take."""
+    grid order: the one walk both :func:`tuning_suite` and :func:`tuning_names` take. The
+    first stage, and with ``at`` ({(stream, follower): leader's point}) the second: a tuned
+    follower's grid at each distinct point its leader chose."""
     grids = (suite.get("sweep") or {}).get("grid", {})
-    return [(strat, point) for strat in suite["strategies"] if grids.get(strat["name"])
-            for point in points(grids[strat["name"]])]
+    staged = tuned_followers(suite)
+    out = []
+    for strat in suite["strategies"]:
+        name = strat["name"]
+        if not grids.get(name):
+            continue
+        if name not in staged:
+            out += [(strat, point) for point in points(grids[name])]
+            continue
+        leads = [p for (_, f), p in (at or {}).items() if f == name]
+        for lead in [p for i, p in enumerate(leads) if p not in leads[:i]]:
+            out += [(strat, {**lead, **point}) for point in points(grids[name])]
+    return out
+
+
+def second_stage(suite: dict, out: Path) -> dict[tuple[str, str], dict]:
+    """The point each tuned follower is tuned at on each stream, {(stream, follower):
+    leader's chosen point}, for the leaders whose tuning runs in ``out/sweep`` have all
+    finished (an empty dict before any has, or when no follower has a grid)."""
+    staged = tuned_followers(suite)
+    if not staged:
+        return {}
+    table, _, _ = _scores(suite, Path(out), None, first_stage_only=True)
+    return {(stream, f): choices[lead]["chosen"] for stream, choices in table.items()
+            for f, lead in staged.items() if lead in choices}
 
 
 def margin(points: list[dict], best: int) -> dict | None:
@@ -164,6 +205,14 @@ def margin_text(m: dict | None) -> str:
     return f"{m['difference'] * 100:+.1f} \u00b1 {m['half'] * 100:.1f} pp: {verdict}"
 
 
+def second_stage_runs(suite: dict, at: dict[tuple[str, str], dict]) -> set[tuple[str, str]]:
+    """The second stage's tuning runs as (stream, tuning run name): each tuned follower's grid
+    at its leader's point on that stream (``at``, from :func:`second_stage`)."""
+    grids = suite["sweep"]["grid"]
+    return {(stream, label(f, {**lead, **point})) for (stream, f), lead in at.items()
+            for point in points(grids[f])}
+
+
 def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     """Pick each (stream, strategy)'s grid point from the finished tuning runs in
     ``out/sweep``; write ``out/sweep.json`` and return the overrides for :func:`runner.plan`:
@@ -172,6 +221,31 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     whose tuning runs have all finished, named or not, so a run of some strategies never
     drops another's finished sweep from it."""
     out = Path(out)
+    table, overrides, missing = _scores(suite, out, strategies)
+    sweep = suite["sweep"]
+    if missing:
+        raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
+                          f"sweep cannot choose yet (run the suite again to finish them)")
+    follow = sweep.get("follow", {})
+    for follower, leader in follow.items():  # a control runs at its model's chosen point
+        if follower in tuned_followers(suite):
+            continue  # tuned at it: its override holds the leader's point and its own
+        for stream, choices in table.items():
+            if leader in choices and (not strategies or follower in strategies):
+                overrides[(stream, follower)] = {**choices[leader].get("at", {}),
+                                                 **choices[leader]["chosen"]}
+    res.atomic_write_json(out / SWEEP_FILE, {
+        "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
+        "streams": table, **({"follow": dict(follow)} if follow else {})})
+    return overrides
+
+
+def _scores(suite: dict, out: Path, strategies: list[str] | None,
+            first_stage_only: bool = False) -> tuple[dict, dict, int]:
+    """The sweep as far as its finished tuning runs in ``out/sweep`` go: (the sweep.json
+    table {stream: {strategy: entry}}, the overrides of ``strategies`` {(stream, strategy):
+    point}, how many tuning runs of the needed strategies are missing). Leaders are scored
+    before the followers tuned at their choice; ``first_stage_only`` stops there."""
     acc: dict[tuple[str, str, int], float] = {}
     for run in iter_stored_runs(out / SWEEP_DIR):
         if run.finished:  # ACC from the stored matrix R (the summary's metrics are a check)
@@ -179,20 +253,27 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             acc[key] = final_acc(run.summary.R)
     sweep, table, overrides, missing = suite["sweep"], {}, {}, 0
     needed = with_followed(suite, strategies)
-
-    def asked(name: str) -> bool:  # named by the command (every strategy when none is)
-        return not strategies or name in strategies
-
-    for strat in suite["strategies"]:
+    staged = tuned_followers(suite)
+    ordered = [s for s in suite["strategies"] if s["name"] not in staged]
+    if not first_stage_only:
+        ordered += [s for s in suite["strategies"] if s["name"] in staged]
+    for strat in ordered:
         grid = sweep["grid"].get(strat["name"])
         if not grid:
             continue
         wanted = not needed or strat["name"] in needed
         for entry in suite["streams"]:
             stream = stream_label(entry["stream"])
+            at = {}
+            if strat["name"] in staged:  # tuned at its leader's choice, once there is one
+                leader = table.get(stream, {}).get(staged[strat["name"]])
+                if leader is None:
+                    missing += wanted * len(points(grid)) * len(sweep["seeds"])
+                    continue
+                at = leader["chosen"]
             scored = []
             for point in points(grid):
-                name = label(strat["name"], point)
+                name = label(strat["name"], {**at, **point})
                 vals = [acc.get((stream, name, s)) for s in sweep["seeds"]]
                 missing += wanted * sum(v is None for v in vals)
                 scored.append({"values": point, "valid_acc": vals,
@@ -200,23 +281,12 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
             if any(p["mean"] is None for p in scored):
                 continue
             best = max(range(len(scored)), key=lambda i: (scored[i]["mean"], -i))
-            if asked(strat["name"]):
-                overrides[(stream, strat["name"])] = scored[best]["values"]
+            if not strategies or strat["name"] in strategies:
+                overrides[(stream, strat["name"])] = {**at, **scored[best]["values"]}
             table.setdefault(stream, {})[strat["name"]] = {
                 "grid": grid, "points": scored, "chosen": scored[best]["values"],
-                "margin": margin(scored, best)}
-    if missing:
-        raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
-                          f"sweep cannot choose yet (run the suite again to finish them)")
-    follow = sweep.get("follow", {})
-    for follower, leader in follow.items():  # a control runs at its model's chosen point
-        for stream, choices in table.items():
-            if leader in choices and asked(follower):
-                overrides[(stream, follower)] = choices[leader]["chosen"]
-    res.atomic_write_json(out / SWEEP_FILE, {
-        "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
-        "streams": table, **({"follow": dict(follow)} if follow else {})})
-    return overrides
+                "margin": margin(scored, best), **({"at": at} if at else {})}
+    return table, overrides, missing
 
 
 # ---- tuned presets -------------------------------------------------------------------------
@@ -262,26 +332,29 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
     texts = {}
     for stream, strategies in chosen["streams"].items():
         for name, result in strategies.items():
-            entry = with_values(entries[name], result["chosen"])
+            full = {**result.get("at", {}), **result["chosen"]}  # a tuned follower's leader point too
+            entry = with_values(entries[name], full)
             base = read_preset(preset_file(entry["preset"], presets_dir))
             preset = {"method": base["method"], "model": entry.get("model", base.get("model", "dense"))}
             for table in ("params", "train", "model_config"):
                 preset[table] = {**base.get(table, {}), **entry.get(table, {})}
             scores = "; ".join(f"{values_text(p['values'])}: {p['mean']:.4f}"
                                for p in result["points"])
-            values = ", ".join(f"{k} = {_fmt(v)}" for k, v in result["chosen"].items())
+            values = ", ".join(f"{k} = {_fmt(v)}" for k, v in full.items())
             m = entry_margin(result)
             ahead = "The only grid point" if m is None else (
                 f"Ahead of the runner-up ({values_text(m['runner_up'])}) in validation ACC by "
                 f"{margin_text(m)}" + ("" if m["half"] is None else " (paired by seed; 95% CI)"))
             preset["description"] = (f"{name} as tuned for suite {suite['name']} "
                                      f"(stream {stream}): {values}.")
-            replaced = _replaced_text(suite, stream, entries[name], result["chosen"], presets_dir)
+            replaced = _replaced_text(suite, stream, entries[name], full, presets_dir)
+            at_text = (f"Its grid ran at the point {suite['sweep']['follow'][name]}'s sweep chose "
+                       f"({values_text(result['at'])}), which it keeps. ") if result.get("at") else ""
             preset["source"] = (
                 f"Chosen by the validation sweep of suite '{suite['name']}' on stream {stream} "
                 f"({chosen['valid_fraction']:g} of each experience's training data held out, "
                 f"seeds {chosen['seeds']}); rule: {chosen['rule']}. Validation ACC per point: "
-                f"{scores}. {ahead}. Everything else as the '{entry['preset']}' preset "
+                f"{scores}. {ahead}. {at_text}Everything else as the '{entry['preset']}' preset "
                 f"({replaced}), whose source reads: {base.get('source', '')}")
             file_name = tuned_name(suite["name"], stream if several else None, name)
             ordered = {k: preset[k] for k in ("description", "method", "model", "source")}

@@ -273,11 +273,82 @@ def test_a_control_follows_its_models_chosen_point_and_needs_its_tuning_runs(tmp
 @pytest.mark.parametrize("follow, match", [
     ({"smaller": "naive"}, "'sweep.follow.smaller'.*unknown swept strategy 'naive'"),
     ({"smaler": "comet"}, "'sweep.follow.smaler'.*unknown key"),
-    ({"comet": "comet"}, "'comet' has a grid of its own"),
+    ({"comet": "comet"}, "'comet' cannot follow its own choice"),
 ])
 def test_a_bad_follow_table_is_refused_with_the_key_named(follow, match):
     spec = {**SWEPT, "strategies": ["naive", "comet", "smaller"],
             "sweep": {"grid": {"comet": {"p_k": [0.1, 0.5]}}, "follow": follow}}
+    with pytest.raises(ConfigError, match=match):
+        parse_suite(spec)
+
+
+STAGED = {**SWEPT, "seeds": [0], "strategies": ["naive", "comet", "comet-ewc"],
+          "sweep": {"seeds": [0], "valid_fraction": 0.25,
+                    "grid": {"comet": {"p_k": [0.1, 0.9]}, "comet-ewc": {"ewc_lambda": [1.0, 100.0]}},
+                    "follow": {"comet-ewc": "comet"}}}
+
+
+def test_a_follower_with_a_grid_is_tuned_at_its_leaders_choice_in_a_second_stage(tmp_path):
+    """comet-ewc follows comet and has its own lambda grid: its tuning runs wait for comet's
+    choice and run at it (p_k 0.9 here, not the suite's 0.5); its final runs take both."""
+    from comet_cl import results as res
+    from comet_cl.sweep import SWEEP_FILE, choose, tuned_presets
+    out = tmp_path / "out"
+
+    def finish(folders, acc_of):  # what a finished run leaves, its ACC chosen by name
+        for f in folders:
+            res.atomic_write_json(f / "summary.json", {
+                "joint": False, "R": [[acc_of(f.parts[-2])]], "R0": [0.1], "curves": [],
+                "wall_time": [], "n_params": 1, "metrics": {}})
+
+    first = plan_suite(STAGED, out, strategies=["comet-ewc"], unfinished=True)
+    assert sorted(p.parts[-2] for p in first) == ["comet@p_k=0.1", "comet@p_k=0.9"]
+    finish(first, lambda name: 0.8 if name.endswith("0.9") else 0.6)
+    second = plan_suite(STAGED, out, strategies=["comet-ewc"], unfinished=True)
+    assert sorted(p.parts[-2] for p in second) == ["comet-ewc@p_k=0.9,ewc_lambda=1",
+                                                   "comet-ewc@p_k=0.9,ewc_lambda=100"]
+    assert {json.loads((p / "config.json").read_text())["model"]["p_k"] for p in second} == {0.9}
+    listed = json.loads((out / "sweep" / "suite.json").read_text())["spec"]["strategies"]
+    assert len(listed) == 4  # the sweep folder lists both stages' runs
+    suite = parse_suite(STAGED)
+    with pytest.raises(ConfigError, match="2 tuning runs .* have not finished"):
+        choose(suite, out, ["comet-ewc"])
+    finish(second, lambda name: 0.7 if name.endswith("=100") else 0.5)
+    finals = plan_suite(STAGED, out, strategies=["comet-ewc"])
+    config = json.loads((finals[0] / "config.json").read_text())
+    assert config["model"]["p_k"] == 0.9 and config["strategy"]["params"]["ewc_lambda"] == 100.0
+    entry = json.loads((out / SWEEP_FILE).read_text())["streams"]["split-mnist"]["comet-ewc"]
+    assert entry["chosen"] == {"ewc_lambda": 100.0} and entry["at"] == {"p_k": 0.9}
+    preset = tomllib.loads(tuned_presets(suite, out)["swept-comet-ewc"])
+    assert preset["model_config"]["p_k"] == 0.9 and preset["params"]["ewc_lambda"] == 100.0
+    assert "at the point comet's sweep chose (p_k=0.9)" in preset["source"]
+
+
+@pytest.mark.slow
+def test_run_suite_runs_both_sweep_stages_then_the_final_runs(tmp_path):
+    _mnist_or_skip()
+    out = tmp_path / "out"
+    finals = run_suite(STAGED, out, strategies=["comet-ewc"])
+    assert [(p / "summary.json").is_file() for p in finals] == [True]
+    tuned = sorted(r.config.strategy_name for r in iter_stored_runs(out / "sweep") if r.finished)
+    entry = json.loads((out / "sweep.json").read_text())["streams"]["split-mnist"]["comet-ewc"]
+    at = f"comet-ewc@p_k={entry['at']['p_k']:g}"
+    assert tuned == [f"{at},ewc_lambda=1", f"{at},ewc_lambda=100", "comet@p_k=0.1", "comet@p_k=0.9"]
+    chosen = json.loads((finals[0] / "config.json").read_text())
+    assert chosen["model"]["p_k"] == entry["at"]["p_k"]  # the leader's choice, whichever it was
+    assert chosen["strategy"]["params"]["ewc_lambda"] == entry["chosen"]["ewc_lambda"]
+
+
+@pytest.mark.parametrize("follow, grid, match", [
+    ({"comet-ewc": "comet", "comet": "comet-si"}, {"comet-si": {"si_c": [1.0]}},
+     "'comet-ewc' has a grid of its own and follows 'comet', which follows 'comet-si'"),
+    ({"comet-ewc": "comet"}, {"comet-ewc": {"p_k": [0.5], "ewc_lambda": [1.0]}},
+     "'comet-ewc' takes p_k from 'comet's choice, so its own grid cannot set it too"),
+])
+def test_a_tuned_follower_needs_a_leader_tuned_by_its_grid_alone_on_other_keys(follow, grid, match):
+    spec = {**STAGED, "strategies": [*STAGED["strategies"], "comet-si"],
+            "sweep": {**STAGED["sweep"], "grid": {**STAGED["sweep"]["grid"], **grid},
+                      "follow": follow}}
     with pytest.raises(ConfigError, match=match):
         parse_suite(spec)
 

@@ -301,7 +301,9 @@ def test_a_summary_lacking_a_metric_added_later_is_recomputed_not_refused(tmp_pa
 def test_a_validation_sweep_gets_its_page_and_csv(tmp_path):
     results = _copy(V1, tmp_path / "results")
     chosen = json.loads((Path(__file__).parent / "fixtures" / "sweep.json").read_text())
-    chosen["follow"] = {"joint": "comet"}  # a control run at comet's choice: named, not tabled
+    # a control run at comet's choice: named, not tabled; a follower with its own grid
+    # (tuned at its leader's choice, a second stage): tabled and named as tuned there
+    chosen["follow"] = {"joint": "comet", "naive": "comet"}
     (results / "sweep.json").write_text(json.dumps(chosen))
     result = build_report([results], tmp_path / "report.pdf")
     sweep = pd.read_csv(result.pdf.with_name("report-sweep.csv"))
@@ -315,7 +317,8 @@ def test_a_validation_sweep_gets_its_page_and_csv(tmp_path):
     page = PdfReader(result.pdf).pages[_page_with(result.pdf, "selection rule")].extract_text()
     assert "lr=0.1, p_k=0.1" in page and "26.0 \u00b1" in page and "highest mean validation" in page
     assert "runner-up" in page and "not separable" in page
-    assert "no grid of their own: joint at comet's" in " ".join(page.split())
+    assert "no grid of their own: joint at comet's." in " ".join(page.split())
+    assert "(their grid run there, a second stage): naive at comet's" in " ".join(page.split())
 
 
 def test_a_suite_with_a_study_gets_its_contrast_page_and_csv(tiny_results, tmp_path):

@@ -267,7 +267,7 @@ def sweep_pages(group: str, sweep: pd.DataFrame, style: dict[str, figures.Style]
     the strategies run at another's chosen point (sweep.json), named in the notes."""
     title = f"Validation sweep \u2014 {group}"
     yield from table_pages(title, *tables.sweep_table(sweep),
-                           tables.sweep_notes(sweep.rule.iloc[0], follow))
+                           tables.sweep_notes(sweep.rule.iloc[0], follow, set(sweep.strategy)))
     for stream, points in sweep.groupby("stream", sort=False):
         fig = _page(f"{title}: {stream}", "Validation accuracy per grid point: mean and 95% CI "
                     "over seeds, dots: single seeds; ringed: the chosen point.")
