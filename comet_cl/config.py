@@ -104,6 +104,8 @@ _TYPES = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v),
     "str": lambda v: isinstance(v, str),
+    "str or str list": lambda v: isinstance(v, str) or (
+        isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)),
     "bool": lambda v: isinstance(v, bool),
     "table": lambda v: isinstance(v, dict),
     "list": lambda v: isinstance(v, list),
@@ -111,7 +113,7 @@ _TYPES = {
     "number list": lambda v: isinstance(v, list) and all(_TYPES["number"](x) for x in v),
     "int list or class-order name": lambda v: v in CLASS_ORDERS or _TYPES["int list"](v),
 }
-_TYPE_WORDS = {"number": "a finite number",
+_TYPE_WORDS = {"number": "a finite number", "str or str list": "a name or a non-empty list of names",
                "int list or class-order name": "a permutation of the class ids or one of "
                                                + ", ".join(repr(o) for o in CLASS_ORDERS)}
 
@@ -395,7 +397,19 @@ def _study(raw: dict, path, names: list[str]) -> dict:
     """The [study] table (comet_cl.study): which strategy each one is contrasted with (paired
     by seed), the goals to test and the metrics to show; every name must be a strategy."""
     study = check_table(raw, STUDY_KEYS, path, "study")
-    known = dict.fromkeys(names, Rule("str", one_of(lambda: names, "strategy")))
+    # a reference is a strategy of this suite, or "suite:strategy" of another (comet_cl.study)
+    here = one_of(lambda: names, "strategy")
+
+    def reference(v: str) -> str | None:
+        if ":" not in v:
+            return here(v)
+        suite, _, strategy = v.rpartition(":")
+        return None if suite and strategy else (f"'{v}' must read 'suite:strategy' (another "
+                                                f"suite's strategy) or name a strategy")
+
+    def references(v: str | list[str]) -> str | None:  # one reference, or several
+        return next(filter(None, map(reference, [v] if isinstance(v, str) else v)), None)
+    known = dict.fromkeys(names, Rule("str or str list", references))
     check_table(study.get("contrasts", {}), known, path, "study.contrasts")
     for i, goal in enumerate(study.get("goals", [])):
         prefix = f"study.goals[{i}]"

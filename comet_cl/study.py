@@ -7,10 +7,15 @@ is written (``comet_cl.config`` checks every name)::
 
     [study]
     metrics = ["acc", "lca"]                    # the columns; the first one decides verdicts
-    contrasts = { comet = "naive", comet-ewc = "ewc" }   # strategy -> its reference
+    contrasts = { comet = "naive", comet-ewc = "ewc" }   # strategy -> its reference(s)
     goals = [{ name = "...", strategy = "comet-ewc", above = 95.33 },          # a fixed bar, %
              { name = "...", strategy = "comet-replay", above_strategy = "replay" }]
     speed_level = 0.35                          # optional: updates to this accuracy, every run
+
+A strategy may have several references (a list: a row each), and a reference may name a
+strategy of another suite, ``comet-er-200 = "buzzega-split-cifar10-er:er-200"``
+(a diagnostic suite held against its parent's runs), when both suites run the same streams and
+both results folders are given: a diagnostic need not re-run its parent's reference.
 
 Contrasts and strategy goals are paired by seed: both runs of a seed share the data order and,
 in split streams, the class pairs, so the seed's own luck cancels. A claim ("higher", "holds")
@@ -78,11 +83,14 @@ class Row:
     values: dict[str, Estimate | None]
     contrast: str | None = None
     paired: dict[str, Estimate | None] | None = None
+    unpaired: str | None = None  # why the contrast could not be paired at all
 
     def verdict(self, metric: str) -> str:
         d = (self.paired or {}).get(metric)
         if self.contrast is None:
             return ""
+        if self.unpaired:
+            return self.unpaired
         if d is None:
             return "not run yet"
         if d.n < MIN_SEEDS:
@@ -149,10 +157,36 @@ class Study:
     levels: dict[str, float]
 
 
+def split_reference(ref: str) -> tuple[str | None, str]:
+    """A contrast's reference as (suite, strategy): ``"suite:strategy"`` names another suite's
+    strategy, a plain name one of the same suite (suite None)."""
+    suite, sep, strategy = ref.rpartition(":")
+    return (suite if sep else None), strategy
+
+
+def _reference_scores(ref: str, name: str, spec: dict, study: dict, scores: dict,
+                      others: dict[str, tuple[dict, list]]) -> tuple[dict | None, str | None]:
+    """The scores (as :func:`_scores`) a contrast's reference is read from, or None with the
+    reason: another suite must be among those given and run the same streams (pairing by seed
+    is only pairing when the seed means the same data)."""
+    suite, _ = split_reference(ref)
+    if suite is None or suite == spec.get("name", name):
+        return scores, None
+    if suite not in others:
+        return None, f"not paired: give {suite}'s results folder too"
+    other, runs = others[suite]
+    if [e["stream"] for e in other["streams"]] != [e["stream"] for e in spec["streams"]]:
+        return None, f"not paired: {suite} runs other streams"
+    return _scores(runs, study), None
+
+
 def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
     """The study over ``(name, spec, runs)`` of each suite (runs as :func:`_scores` takes
-    them); suites whose spec has no [study] table are left out."""
+    them); suites whose spec has no [study] table are left out, but their runs can be a
+    contrast's reference (``"suite:strategy"``)."""
     rows, goals, columns, levels = [], [], {}, {}
+    suites = [(name, spec, list(runs)) for name, spec, runs in suites]
+    others = {spec.get("name", name): (spec, runs) for name, spec, runs in suites}
     for name, spec, runs in suites:
         study = spec.get("study")
         if not study:
@@ -163,11 +197,17 @@ def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
             levels[name] = study["speed_level"]
         contrasts = study.get("contrasts", {})
         for strategy in [s["name"] for s in spec["strategies"]]:
-            ref = contrasts.get(strategy)
             values = {m: Estimate.of(list(scores[m].get(strategy, {}).values())) for m in scores}
-            paired = None if ref is None else {
-                m: _paired(scores[m].get(strategy, {}), scores[m].get(ref, {})) for m in scores}
-            rows.append(Row(name, strategy, values, ref, paired))
+            refs = contrasts.get(strategy)
+            if refs is None:
+                rows.append(Row(name, strategy, values))
+            for ref in [refs] if isinstance(refs, str) else refs or []:  # a row per contrast
+                ref_scores, unpaired = _reference_scores(ref, name, spec, study, scores, others)
+                ref_name = split_reference(ref)[1]
+                paired = None if ref_scores is None else {
+                    m: _paired(scores[m].get(strategy, {}), ref_scores[m].get(ref_name, {}))
+                    for m in scores}
+                rows.append(Row(name, strategy, values, ref, paired, unpaired))
         head = study["metrics"][0]
         for goal in study.get("goals", []):
             ours = scores[head].get(goal["strategy"], {})

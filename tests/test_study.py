@@ -84,8 +84,36 @@ def test_unfinished_runs_and_suites_without_a_study_are_left_out(tmp_path):
     assert next(r for r in got.rows if r.strategy == "comet").verdict("acc") == "not run yet"
 
 
+def test_a_contrast_can_name_another_suites_strategy_paired_by_seed(tmp_path):
+    """A diagnostic suite held against its parent suite's runs ("parent:ewc"), paired by
+    seed when both folders are given and both suites run the same streams."""
+    parent = {**_spec({}), "name": "parent"}
+    del parent["study"]
+    _write(tmp_path / "parent", parent,
+           [("ewc", s, a, [(0, 0.1)]) for s, a in enumerate([0.50, 0.60, 0.70])])
+    diag = {**_spec({"contrasts": {"comet": ["parent:ewc", "naive"]}}), "name": "diag"}
+    _write(tmp_path / "diag", diag,
+           [("comet", s, a, [(0, 0.1)]) for s, a in enumerate([0.55, 0.66, 0.74])])
+    row, own = [r for r in tables(read_suites([tmp_path / "diag", tmp_path / "parent"])).rows
+                if r.strategy == "comet"]  # a row per reference, in the order written
+    assert row.paired["acc"].mean == pytest.approx(5.0) and row.paired["acc"].n == 3
+    assert row.verdict("acc") == "better than parent:ewc"  # +5, +6, +4: the seeds cancel
+    assert own.contrast == "naive" and own.verdict("acc") == "not run yet"
+    alone = next(r for r in tables(read_suites([tmp_path / "diag"])).rows if r.strategy == "comet")
+    assert alone.contrast == "parent:ewc"
+    assert alone.verdict("acc") == "not paired: give parent's results folder too"
+    _write(tmp_path / "other", {**parent, "streams": ["permuted-mnist"]},
+           [("ewc", 0, 0.5, [(0, 0.1)])])
+    other = next(r for r in tables(read_suites([tmp_path / "diag", tmp_path / "other"])).rows
+                 if r.strategy == "comet")
+    assert other.verdict("acc") == "not paired: parent runs other streams"
+
+
 @pytest.mark.parametrize("study, match", [
     ({"contrasts": {"comet": "nave"}}, "unknown strategy 'nave'; did you mean 'naive'"),
+    ({"contrasts": {"comet": "parent:"}}, "'parent:' must read 'suite:strategy'"),
+    ({"contrasts": {"comet": ["naive", "nave"]}}, "unknown strategy 'nave'"),
+    ({"contrasts": {"comet": []}}, "a name or a non-empty list of names"),
     ({"contrasts": {"smoe": "naive"}}, "study.contrasts.smoe'.*unknown key"),
     ({"metrics": ["accuracy"]}, "unknown metric 'accuracy'; did you mean 'acc'"),
     ({"metrics": ["intransigence"]}, "unknown metric 'intransigence'"),  # not in a summary
