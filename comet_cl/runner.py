@@ -636,8 +636,9 @@ def _plan_tuning(suite: dict, out: Path, strategies, presets_dir, sweep_only: bo
                               f"{which}: nothing to tune")
         return None
     runs = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
+    needed = sweep.with_followed(suite, strategies)
     pairs = sweep.second_stage_runs(suite, {k: v for k, v in at.items()
-                                            if not strategies or k[1] in strategies})
+                                            if not needed or k[1] in needed})
     if not pairs:
         return runs
     return runs + plan(tuning, out / sweep.SWEEP_DIR, strategies=sorted({n for _, n in pairs}),

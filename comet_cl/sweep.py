@@ -101,12 +101,17 @@ def tuning_suite(suite: dict, at: dict | None = None) -> dict | None:
 
 
 def with_followed(suite: dict, strategies: list[str] | None) -> list[str] | None:
-    """``strategies`` and the strategies whose choice they follow (``[sweep] follow``): what
+    """``strategies`` and the strategies whose choice they follow (``[sweep] follow``), and
+    so on up the chain (a control may follow a tuned follower, which follows its leader): what
     must be tuned before they can run. None (every strategy) stays None."""
     if not strategies:
         return strategies
     follow = (suite.get("sweep") or {}).get("follow", {})
-    return list(dict.fromkeys([*strategies, *(follow[s] for s in strategies if s in follow)]))
+    needed = list(dict.fromkeys(strategies))
+    for name in needed:  # grows while it is walked: the chain's leaders are appended
+        if name in follow and follow[name] not in needed:
+            needed.append(follow[name])
+    return needed
 
 
 def tuning_names(suite: dict, strategies: list[str] | None = None,

@@ -324,6 +324,31 @@ def test_a_follower_with_a_grid_is_tuned_at_its_leaders_choice_in_a_second_stage
     assert "at the point comet's sweep chose (p_k=0.9)" in preset["source"]
 
 
+def test_a_control_following_a_tuned_follower_waits_for_both_stages_and_takes_both_points(tmp_path):
+    """smaller-ewc follows comet-ewc, which is tuned at comet's choice: asking for the
+    control alone runs comet's grid, then comet-ewc's at its choice, then the control's
+    finals at p_k and lambda both chosen (a dense net of p_k x width units with EWC)."""
+    from comet_cl import results as res
+    spec = {**STAGED, "strategies": [*STAGED["strategies"],
+                                     {"preset": "ewc", "name": "smaller-ewc", "model": "smaller"}],
+            "sweep": {**STAGED["sweep"], "follow": {"comet-ewc": "comet", "smaller-ewc": "comet-ewc"}}}
+    out = tmp_path / "out"
+    first = plan_suite(spec, out, strategies=["smaller-ewc"], unfinished=True)
+    assert sorted(p.parts[-2] for p in first) == ["comet@p_k=0.1", "comet@p_k=0.9"]
+    stage = first
+    while stage and stage[0].parts[-5] == "sweep":  # each stage's tuning runs, then the next
+        for f in stage:  # p_k 0.9 and lambda 100 score best
+            acc = 0.8 if f.parts[-2].endswith(("0.9", "=100")) else 0.6
+            res.atomic_write_json(f / "summary.json", {"joint": False, "R": [[acc]], "R0": [0.1],
+                                  "curves": [], "wall_time": [], "n_params": 1, "metrics": {}})
+        stage = plan_suite(spec, out, strategies=["smaller-ewc"], unfinished=True)
+        assert len(stage) <= 2
+    finals = plan_suite(spec, out, strategies=["smaller-ewc"])
+    config = json.loads((finals[0] / "config.json").read_text())
+    assert finals[0].parts[-2] == "smaller-ewc" and config["model"]["variant"] == "smaller"
+    assert config["model"]["p_k"] == 0.9 and config["strategy"]["params"]["ewc_lambda"] == 100.0
+
+
 @pytest.mark.slow
 def test_run_suite_runs_both_sweep_stages_then_the_final_runs(tmp_path):
     _mnist_or_skip()
