@@ -393,6 +393,13 @@ def _published(raw: dict, path, names: list[str]) -> dict:
     return {"metric": "acc", **raw}
 
 
+def split_reference(ref: str) -> tuple[str | None, str]:
+    """A [study] contrast's reference as (suite, strategy): ``"suite:strategy"`` names another
+    suite's strategy, a plain name one of the same suite (suite None)."""
+    suite, sep, strategy = ref.rpartition(":")
+    return (suite if sep else None), strategy
+
+
 def _study(raw: dict, path, names: list[str]) -> dict:
     """The [study] table (comet_cl.study): which strategy each one is contrasted with (paired
     by seed), the goals to test and the metrics to show; every name must be a strategy."""
@@ -401,9 +408,9 @@ def _study(raw: dict, path, names: list[str]) -> dict:
     here = one_of(lambda: names, "strategy")
 
     def reference(v: str) -> str | None:
-        if ":" not in v:
+        suite, strategy = split_reference(v)
+        if suite is None:
             return here(v)
-        suite, _, strategy = v.rpartition(":")
         return None if suite and strategy else (f"'{v}' must read 'suite:strategy' (another "
                                                 f"suite's strategy) or name a strategy")
 

@@ -635,14 +635,12 @@ def _plan_tuning(suite: dict, out: Path, strategies, presets_dir, sweep_only: bo
             raise ConfigError(f"--sweep-only: suite '{suite['name']}' has no [sweep] grid "
                               f"{which}: nothing to tune")
         return None
-    runs = plan(tuning, out / sweep.SWEEP_DIR, strategies=names, presets_dir=presets_dir)
     needed = sweep.with_followed(suite, strategies)
-    pairs = sweep.second_stage_runs(suite, {k: v for k, v in at.items()
-                                            if not needed or k[1] in needed})
-    if not pairs:
-        return runs
-    return runs + plan(tuning, out / sweep.SWEEP_DIR, strategies=sorted({n for _, n in pairs}),
-                       presets_dir=presets_dir, pairs=pairs)
+    pairs = {(stream_label(e["stream"]), n) for e in suite["streams"] for n in names}
+    pairs |= sweep.second_stage_runs(suite, {k: v for k, v in at.items()
+                                             if not needed or k[1] in needed})
+    return plan(tuning, out / sweep.SWEEP_DIR, strategies=sorted({n for _, n in pairs}),
+                presets_dir=presets_dir, pairs=pairs)
 
 
 def plan_suite(spec, out: Path | None = None, *, strategies=None, seeds=None,

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from comet_cl import metrics
+from comet_cl.config import split_reference
 from comet_cl.contract import tables_main
 from comet_cl.report.tables import COLUMN, Column
 from comet_cl.reproduction import mean_ci
@@ -157,18 +158,13 @@ class Study:
     levels: dict[str, float]
 
 
-def split_reference(ref: str) -> tuple[str | None, str]:
-    """A contrast's reference as (suite, strategy): ``"suite:strategy"`` names another suite's
-    strategy, a plain name one of the same suite (suite None)."""
-    suite, sep, strategy = ref.rpartition(":")
-    return (suite if sep else None), strategy
-
-
 def _reference_scores(ref: str, name: str, spec: dict, study: dict, scores: dict,
-                      others: dict[str, tuple[dict, list]]) -> tuple[dict | None, str | None]:
+                      others: dict[str, tuple[dict, list]], scored: dict[str, dict]
+                      ) -> tuple[dict | None, str | None]:
     """The scores (as :func:`_scores`) a contrast's reference is read from, or None with the
     reason: another suite must be among those given and run the same streams (pairing by seed
-    is only pairing when the seed means the same data)."""
+    is only pairing when the seed means the same data). ``scored``: another suite's scores
+    under this study, kept so its runs are scored once however many rows refer to it."""
     suite, _ = split_reference(ref)
     if suite is None or suite == spec.get("name", name):
         return scores, None
@@ -177,7 +173,9 @@ def _reference_scores(ref: str, name: str, spec: dict, study: dict, scores: dict
     other, runs = others[suite]
     if [e["stream"] for e in other["streams"]] != [e["stream"] for e in spec["streams"]]:
         return None, f"not paired: {suite} runs other streams"
-    return _scores(runs, study), None
+    if suite not in scored:
+        scored[suite] = _scores(runs, study)
+    return scored[suite], None
 
 
 def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
@@ -195,14 +193,15 @@ def tables(suites: Iterable[tuple[str, dict, Iterable]]) -> Study:
         columns[name] = list(scores)
         if "speed_level" in study:
             levels[name] = study["speed_level"]
-        contrasts = study.get("contrasts", {})
+        contrasts, scored = study.get("contrasts", {}), {}
         for strategy in [s["name"] for s in spec["strategies"]]:
             values = {m: Estimate.of(list(scores[m].get(strategy, {}).values())) for m in scores}
             refs = contrasts.get(strategy)
             if refs is None:
                 rows.append(Row(name, strategy, values))
             for ref in [refs] if isinstance(refs, str) else refs or []:  # a row per contrast
-                ref_scores, unpaired = _reference_scores(ref, name, spec, study, scores, others)
+                ref_scores, unpaired = _reference_scores(ref, name, spec, study, scores, others,
+                                                             scored)
                 ref_name = split_reference(ref)[1]
                 paired = None if ref_scores is None else {
                     m: _paired(scores[m].get(strategy, {}), ref_scores[m].get(ref_name, {}))

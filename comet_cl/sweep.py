@@ -114,15 +114,14 @@ def with_followed(suite: dict, strategies: list[str] | None) -> list[str] | None
     return needed
 
 
-def tuning_names(suite: dict, strategies: list[str] | None = None,
-                 at: dict | None = None) -> list[str] | None:
-    """The tuning runs (strategy names in :func:`tuning_suite`) of ``strategies`` and of the
-    strategies they follow: all of them for None, possibly none for a selection of
-    strategies without a grid. Without ``at``, the first stage's only."""
+def tuning_names(suite: dict, strategies: list[str] | None = None) -> list[str] | None:
+    """The first stage's tuning runs (strategy names in :func:`tuning_suite`) of ``strategies``
+    and of the strategies they follow: all of them for None, possibly none for a selection of
+    strategies without a grid (the second stage's: :func:`second_stage_runs`)."""
     if not strategies:
         return None
     needed = with_followed(suite, strategies)
-    return [label(strat["name"], point) for strat, point in _grid_points(suite, at)
+    return [label(strat["name"], point) for strat, point in _grid_points(suite)
             if strat["name"] in needed]
 
 
@@ -210,6 +209,12 @@ def margin_text(m: dict | None) -> str:
     return f"{m['difference'] * 100:+.1f} \u00b1 {m['half'] * 100:.1f} pp: {verdict}"
 
 
+def full_point(entry: dict) -> dict:
+    """The values a sweep.json entry puts in its strategy's runs: its chosen point and, for a
+    follower tuned at its leader's choice, the leader's point (``at``) it was tuned at."""
+    return {**entry.get("at", {}), **entry["chosen"]}
+
+
 def second_stage_runs(suite: dict, at: dict[tuple[str, str], dict]) -> set[tuple[str, str]]:
     """The second stage's tuning runs as (stream, tuning run name): each tuned follower's grid
     at its leader's point on that stream (``at``, from :func:`second_stage`)."""
@@ -231,14 +236,13 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     if missing:
         raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
                           f"sweep cannot choose yet (run the suite again to finish them)")
-    follow = sweep.get("follow", {})
+    follow, staged = sweep.get("follow", {}), tuned_followers(suite)
     for follower, leader in follow.items():  # a control runs at its model's chosen point
-        if follower in tuned_followers(suite):
+        if follower in staged:
             continue  # tuned at it: its override holds the leader's point and its own
         for stream, choices in table.items():
             if leader in choices and (not strategies or follower in strategies):
-                overrides[(stream, follower)] = {**choices[leader].get("at", {}),
-                                                 **choices[leader]["chosen"]}
+                overrides[(stream, follower)] = full_point(choices[leader])
     res.atomic_write_json(out / SWEEP_FILE, {
         "rule": RULE, "seeds": list(sweep["seeds"]), "valid_fraction": sweep["valid_fraction"],
         "streams": table, **({"follow": dict(follow)} if follow else {})})
@@ -286,11 +290,11 @@ def _scores(suite: dict, out: Path, strategies: list[str] | None,
             if any(p["mean"] is None for p in scored):
                 continue
             best = max(range(len(scored)), key=lambda i: (scored[i]["mean"], -i))
-            if not strategies or strat["name"] in strategies:
-                overrides[(stream, strat["name"])] = {**at, **scored[best]["values"]}
-            table.setdefault(stream, {})[strat["name"]] = {
+            chosen = table.setdefault(stream, {})[strat["name"]] = {
                 "grid": grid, "points": scored, "chosen": scored[best]["values"],
                 "margin": margin(scored, best), **({"at": at} if at else {})}
+            if not strategies or strat["name"] in strategies:
+                overrides[(stream, strat["name"])] = full_point(chosen)
     return table, overrides, missing
 
 
@@ -337,7 +341,7 @@ def tuned_presets(suite: dict, out: Path, presets_dir: Path | None = None) -> di
     texts = {}
     for stream, strategies in chosen["streams"].items():
         for name, result in strategies.items():
-            full = {**result.get("at", {}), **result["chosen"]}  # a tuned follower's leader point too
+            full = full_point(result)
             entry = with_values(entries[name], full)
             base = read_preset(preset_file(entry["preset"], presets_dir))
             preset = {"method": base["method"], "model": entry.get("model", base.get("model", "dense"))}

@@ -270,14 +270,13 @@ def sweep_notes(rule: str, follow: dict[str, str] | None = None,
     """The sweep table's legend. ``follow``: followers and their leaders (sweep.json);
     ``swept``: the strategies with grid points of their own in the table, so a follower among
     them is named as tuned at its leader's choice, the others as run at it."""
-    follow = follow or {}
-    run_at = {a: b for a, b in follow.items() if a not in swept}
-    tuned_at = {a: b for a, b in follow.items() if a in swept}
-    followed = [f"Run at another strategy's chosen point, with no grid of their own: "
-                + "; ".join(f"{a} at {b}'s" for a, b in run_at.items()) + "."] if run_at else []
-    followed += [f"Tuned at another strategy's chosen point (their grid run there, a second "
-                 f"stage): " + "; ".join(f"{a} at {b}'s" for a, b in tuned_at.items())
-                 + "."] if tuned_at else []
+    followed = []
+    for tuned, lead in ((False, "Run at another strategy's chosen point, with no grid of their "
+                                "own: "),
+                        (True, "Tuned at another strategy's chosen point (their grid run there, "
+                               "a second stage): ")):
+        named = [f"{a} at {b}'s" for a, b in (follow or {}).items() if (a in swept) == tuned]
+        followed += [lead + "; ".join(named) + "."] if named else []
     return [f"Validation sweep: each point of the grid trained and scored on the validation "
             f"split; selection rule: {rule or 'not stated'}. Bold and \u2713: the chosen point, "
             f"used by the runs on the following pages. Validation ACC: mean \u00b1 95% CI over "
