@@ -230,22 +230,38 @@ NOTE = (f"Claims only where the 95% t-interval excludes zero (or the bar), with 
         f"{MIN_SEEDS} seeds; 'no difference resolved' means the interval holds zero.")
 
 
+def _difference(row: Row, metric: str, word: bool = False) -> str:
+    """The paired difference's text; with ``word``, followed by the direction the interval
+    resolves ("better" / "worse" than the contrast), for a column without its own verdict."""
+    if row.contrast is None:
+        return ""
+    d = (row.paired or {}).get(metric)
+    if d is None:
+        return "-"
+    verdict = row.verdict(metric).split(" ")[0]
+    return d.text(2) + (f" ({verdict})" if word and verdict in ("better", "worse") else "")
+
+
 def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per suite: the header and the text of every cell (what the Markdown and the PDF show)."""
+    """Per suite: the header and the text of every cell (what the Markdown and the PDF show).
+    Every metric gets its paired difference; the first metric's decides the verdict column,
+    the others say their own direction where their interval resolves one. Why: the learning-
+    speed question (issue 13) is whether COMET's LCA differs from the dense net's in the
+    continual streams, which the per-strategy means alone cannot tell (seed spread)."""
     out = {}
     for suite, cols in study.columns.items():
-        head = cols[0]
-        header = (["strategy", "seeds"] + [_header(c, study.levels.get(suite)) for c in cols]
-                  + ["contrast", f"difference ({_header(head)})", "verdict"])
+        head, level = cols[0], study.levels.get(suite)
+        header = (["strategy", "seeds"] + [_header(c, level) for c in cols]
+                  + ["contrast", f"difference ({_header(head)})", "verdict"]
+                  + [f"difference ({_header(c, level)})" for c in cols[1:]])
         body = []
         for r in (r for r in study.rows if r.suite == suite):
             first = r.values.get(head)
-            d = (r.paired or {}).get(head)
             body.append([r.strategy, str(0 if first is None else first.n)]
                         + ["-" if r.values[c] is None else r.values[c].text(COLUMNS[c].decimals)
                            for c in cols]
-                        + [r.contrast or "", "" if r.contrast is None else "-" if d is None
-                           else d.text(2), r.verdict(head)])
+                        + [r.contrast or "", _difference(r, head), r.verdict(head)]
+                        + [_difference(r, c, word=True) for c in cols[1:]])
         out[suite] = (header, body)
     return out
 

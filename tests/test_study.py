@@ -50,10 +50,14 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     assert bar.estimate.mean == pytest.approx(81.0) and bar.verdict == "holds"  # 81 +- 4.3 > 70
     assert paired.verdict == "not resolved (the bar is inside our 95% CI)"
     text = markdown(study)
-    assert "| strategy | seeds | acc | updates to 50% | contrast | difference (acc) | verdict |" \
-        in text
-    assert "| comet | 3 | 62.3 +- 24.9 | 20 +- 0 | naive | 2.33 +- 1.43 | better than naive |" \
-        in text
+    assert ("| strategy | seeds | acc | updates to 50% | contrast | difference (acc) | verdict "
+            "| difference (updates to 50%) |") in text
+    # the second metric's paired difference and the direction its interval resolves (fewer
+    # updates: better); comet-ewc's is 0 on every seed (no direction)
+    assert ("| comet | 3 | 62.3 +- 24.9 | 20 +- 0 | naive | 2.33 +- 1.43 | better than naive "
+            "| -20.00 +- 0.00 (better) |") in text
+    assert "| naive | 3 | 60.0 +- 24.8 | 40 +- 0 |  |  |  |  |" in text
+    assert "| ewc | 0.00 +- 4.97 | no difference resolved | 0.00 +- 0.00 |" in text
     assert "| s | beats a bar | comet-ewc | 70.00 | 81.00 +- 4.30 | holds |" in text
 
 
