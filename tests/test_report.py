@@ -407,3 +407,30 @@ def test_provenance_that_differs_between_runs_says_how_many_values_commonest_fir
     assert _distinct(["cpu", "cpu"]) == "cpu"
     assert _distinct([None]) == "unknown" and _distinct([]) == "unknown"
     assert _distinct(["b", "a", "a", None]) == "3 values: a (2 runs); b (1 run); unknown (1 run)"
+
+
+def test_a_table_wider_than_the_page_is_drawn_inside_it_with_smaller_text():
+    """A study table gets a paired-difference column per metric (the learning-speed suite: 12
+    columns): at the full font size its text ran past the page and over its neighbours'."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from comet_cl.report import pdf
+    narrow = pd.DataFrame({"strategy": ["naive", "comet"], "acc": ["69.0 +- 7.8", "73.2 +- 8.2"]})
+    wide = pd.DataFrame({f"difference (metric {i})": ["276.67 +- 100.40 (worse)"] * 2
+                         for i in range(12)})
+    sizes = {}
+    for name, table in (("narrow", narrow), ("wide", wide)):
+        fig = pdf._page(name)
+        pdf._draw_table(fig, table, None, pdf.TOP)
+        ax = fig.axes[-1]
+        left, _, width, _ = ax.get_position().bounds
+        assert left + width <= 0.97  # inside the page's margin
+        cells = ax.tables[0].get_celld()
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for (r, c), cell in cells.items():  # every text inside its own cell
+            text, box = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
+            assert box.x0 - 1 <= text.x0 and text.x1 <= box.x1 + 1, (name, r, c)
+        sizes[name] = cells[(1, 0)].get_text().get_fontsize()
+    assert sizes["narrow"] == 8.5 and sizes["wide"] < 8.5

@@ -114,7 +114,8 @@ def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: 
     """Draw ``table`` from ``top`` (figure fraction) down; return where it ends."""
     chars = [3 + max(len(line) for v in [c, *table[c]] for line in str(v).split("\n"))
              for c in table.columns]  # 3: padding, and room for the bold header
-    width = min(0.94, 0.075 * sum(chars) / PAGE[0])
+    natural = 0.075 * sum(chars) / PAGE[0]  # the width its text needs at the full font size
+    width = min(0.94, natural)
     header = 2 if any("\n" in str(c) for c in table.columns) else 1  # lines in the header
     height = ROW_HEIGHT * (len(table) + header)
     ax = fig.add_axes((0.03, top - height, width, height))
@@ -122,7 +123,7 @@ def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: 
     drawn = ax.table(cellText=table.to_numpy().tolist(), colLabels=list(table.columns),
                      colWidths=[n / sum(chars) for n in chars], cellLoc="center", bbox=(0, 0, 1, 1))
     drawn.auto_set_font_size(False)
-    drawn.set_fontsize(8.5)
+    drawn.set_fontsize(8.5 * width / natural)  # a table wider than the page: smaller text
     for (r, c), cell in drawn.get_celld().items():
         cell.set_edgecolor("0.75")
         cell.set_height(header if r == 0 else 1)  # relative: the bbox scales them to fit
@@ -392,7 +393,8 @@ def study_frames(study: comet_study.Study) -> dict[str, pd.DataFrame]:
 
 
 def study_pages(study: comet_study.Study) -> Iterator[Figure]:
-    for name, frame in study_frames(study).items():
+    for name, frame in study_frames(study).items():  # on the page: 'difference' over '(lca)'
+        frame = frame.rename(columns=lambda h: h.replace(" (", "\n("))
         yield from table_pages(f"COMET study \u2014 {name}", frame, None, [comet_study.NOTE])
 
 
