@@ -96,11 +96,20 @@ class Row:
             return "not run yet"
         if d.n < MIN_SEEDS:
             return f"no claim ({d.n} paired seed{'s' if d.n != 1 else ''})"
-        s = d.sign()
-        if s == 0:
+        direction = self.direction(metric)
+        if direction is None:
             return "no difference resolved"
-        better = s < 0 if COLUMNS[metric].better == "min" else s > 0
-        return ("better" if better else "worse") + f" than {self.contrast}"
+        return f"{direction} than {self.contrast}"
+
+    def direction(self, metric: str) -> str | None:
+        """The direction of the paired difference, "better" or "worse" by the metric's own sense
+        (fewer updates is better), where its interval excludes zero with at least MIN_SEEDS
+        seeds; None otherwise. The one test both the verdict and the other metrics' cells use."""
+        d = (self.paired or {}).get(metric)
+        s = 0 if d is None or self.unpaired else d.sign()
+        if s == 0:
+            return None
+        return "better" if (s < 0) == (COLUMNS[metric].better == "min") else "worse"
 
 
 @dataclass(frozen=True)
@@ -238,8 +247,8 @@ def _difference(row: Row, metric: str, word: bool = False) -> str:
     d = (row.paired or {}).get(metric)
     if d is None:
         return "-"
-    verdict = row.verdict(metric).split(" ")[0]
-    return d.text(2) + (f" ({verdict})" if word and verdict in ("better", "worse") else "")
+    direction = row.direction(metric) if word else None
+    return d.text(2) + (f" ({direction})" if direction else "")
 
 
 def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
