@@ -33,14 +33,15 @@ from dataclasses import dataclass
 from comet_cl import metrics
 from comet_cl.config import split_reference
 from comet_cl.contract import tables_main
-from comet_cl.report.tables import COLUMN, Column
+from comet_cl.report.tables import COLUMN, SPEED_WORDS, Column
 from comet_cl.reproduction import mean_ci
 
 MIN_SEEDS = 3  # fewer: the row is shown, no claim is made
 SPEED = "steps_to_accuracy"  # the column speed_level adds (computed from the runs' curves)
 # How each column is scaled, rounded and ranked: the report's own definitions, plus the speed one
 COLUMNS = {**COLUMN, SPEED: Column(SPEED, "updates to level", 1, 0, "min",
-                                   "first evaluated update reaching the level (mean over experiences)")}
+                                   "first evaluated update reaching the level (mean over experiences)",
+                                   directions=SPEED_WORDS)}
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,16 @@ class Row:
         return f"{direction} than {self.contrast}"
 
     def direction(self, metric: str) -> str | None:
-        """The direction of the paired difference, "better" or "worse" by the metric's own sense
-        (fewer updates is better), where its interval excludes zero with at least MIN_SEEDS
-        seeds; None otherwise. The one test both the verdict and the other metrics' cells use."""
+        """The direction of the paired difference in the metric's own words ("better" /
+        "worse"; "faster" / "slower" for a speed column, where fewer updates or a higher LCA is
+        faster), where its interval excludes zero with at least MIN_SEEDS seeds; None otherwise.
+        The one test both the verdict and the other metrics' cells use."""
         d = (self.paired or {}).get(metric)
         s = 0 if d is None or self.unpaired else d.sign()
         if s == 0:
             return None
-        return "better" if (s < 0) == (COLUMNS[metric].better == "min") else "worse"
+        good, bad = COLUMNS[metric].directions
+        return good if (s < 0) == (COLUMNS[metric].better == "min") else bad
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,8 @@ NOTE = (f"Claims only where the 95% t-interval excludes zero (or the bar), with 
 
 def _difference(row: Row, metric: str, word: bool = False) -> str:
     """The paired difference's text; with ``word``, followed by the direction the interval
-    resolves ("better" / "worse" than the contrast), for a column without its own verdict."""
+    resolves (e.g. "better" / "worse", "faster" / "slower" than the contrast), for a column
+    without its own verdict."""
     if row.contrast is None:
         return ""
     d = (row.paired or {}).get(metric)

@@ -43,7 +43,7 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     assert d.half == pytest.approx(T95_3 * (1 / 3) ** 0.5 / 3 ** 0.5, rel=1e-3)
     assert row["comet"].verdict("acc") == "better than naive"
     assert row["comet"].values["steps_to_accuracy"].mean == 20  # the fixed level, from curves
-    assert row["comet"].verdict("steps_to_accuracy") == "better than naive"  # fewer updates
+    assert row["comet"].verdict("steps_to_accuracy") == "faster than naive"  # fewer updates
     assert row["comet-ewc"].verdict("acc") == "no difference resolved"  # 0, +2, -2
     assert row["naive"].contrast is None and row["naive"].verdict("acc") == ""
     bar, paired = study.goals
@@ -53,9 +53,9 @@ def test_contrasts_are_paired_by_seed_and_claimed_only_where_the_interval_clears
     assert ("| strategy | seeds | acc | updates to 50% | contrast | difference (acc) | verdict "
             "| difference (updates to 50%) |") in text
     # the second metric's paired difference and the direction its interval resolves (fewer
-    # updates: better); comet-ewc's is 0 on every seed (no direction)
+    # updates: faster); comet-ewc's is 0 on every seed (no direction)
     assert ("| comet | 3 | 62.3 +- 24.9 | 20 +- 0 | naive | 2.33 +- 1.43 | better than naive "
-            "| -20.00 +- 0.00 (better) |") in text
+            "| -20.00 +- 0.00 (faster) |") in text
     assert "| naive | 3 | 60.0 +- 24.8 | 40 +- 0 |  |  |  |  |" in text
     assert "| ewc | 0.00 +- 4.97 | no difference resolved | 0.00 +- 0.00 |" in text
     assert "| s | beats a bar | comet-ewc | 70.00 | 81.00 +- 4.30 | holds |" in text

@@ -36,16 +36,21 @@ class Column:
     better: str | None  # "max", "min" or None (not ranked)
     definition: str
     show_ci: bool = True
+    # what a resolved paired difference is called, the good way first: a speed column says
+    # "faster", as the study's prose does, where "better" would leave the reader to work it out
+    directions: tuple[str, str] = ("better", "worse")
 
 
+SPEED_WORDS = ("faster", "slower")
 COLUMNS = (
     Column("acc", "ACC\n(%)", 100, 1, "max", metrics.METRICS["acc"]),
     Column("bwt", "BWT\n(pp)", 100, 1, "max", metrics.METRICS["bwt"]),
     Column("forgetting", "Forgetting\n(pp)", 100, 1, "min", metrics.METRICS["forgetting"]),
     Column("fwt", "FWT\n(pp)", 100, 1, "max", metrics.METRICS["fwt"]),
-    Column("lca", f"LCA_{metrics.BETA}\n(%)", 100, 1, "max", metrics.METRICS["lca"]),
+    Column("lca", f"LCA_{metrics.BETA}\n(%)", 100, 1, "max", metrics.METRICS["lca"],
+           directions=SPEED_WORDS),
     Column("steps_to_threshold", f"Steps to {metrics.THRESHOLD:.0%}\n(minibatches)", 1, 1, "min",
-           metrics.METRICS["steps_to_threshold"]),
+           metrics.METRICS["steps_to_threshold"], directions=SPEED_WORDS),
     Column("intransigence", "Intransigence\n(pp)", 100, 1, "min",
            metrics.METRICS["intransigence"]
            + "; R_joint = the joint runs' final accuracies, averaged over their seeds"),
