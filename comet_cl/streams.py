@@ -157,7 +157,7 @@ class TensorImages(Dataset):
         """Pickle as the recipe, not the pixels: a replay buffer in a checkpoint stays small."""
         if self.key is None:
             return super().__reduce__()
-        return _rebuild_experience, self.key
+        return experience_images, self.key
 
 
 # (id of a dataset's tensor, device) -> (that tensor, its copy on the device). comet_cl.data
@@ -178,7 +178,10 @@ def on_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return _DEVICE_COPIES[key][1]
 
 
-def _rebuild_experience(spec: StreamSpec, split: str, experience: int) -> TensorImages:
+def experience_images(spec: StreamSpec, split: str, experience: int) -> TensorImages:
+    """One experience's images ("train", "valid" or "test") without Avalanche's wrapping: what
+    unpickling rebuilds, and what a diagnostic that drives a model by hand reads
+    (``benchmarks/diagnostics/fisher_scale.py``)."""
     return _experience_data(spec)[split][experience]
 
 

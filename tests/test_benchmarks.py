@@ -1,5 +1,6 @@
 """The benchmark scripts that read results (benchmarks/perf/suite_time.py): right ratios, and a
-clear error for a folder that is not results."""
+clear error for a folder that is not results; the diagnostics that drive a model by hand
+(benchmarks/diagnostics/fisher_scale.py) still run against the package they import."""
 
 import importlib.util
 import json
@@ -11,11 +12,15 @@ ROOT = Path(__file__).parents[1]
 V1 = Path(__file__).parent / "fixtures" / "results-v1"
 
 
-def _suite_time():
-    spec = importlib.util.spec_from_file_location("suite_time", ROOT / "benchmarks/perf/suite_time.py")
+def _script(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _suite_time():
+    return _script("suite_time", "benchmarks/perf/suite_time.py")
 
 
 def test_suite_time_gives_each_strategys_training_time_as_a_ratio_to_naive(capsys):
@@ -36,3 +41,17 @@ def test_suite_time_refuses_a_folder_that_is_not_results_in_one_line(tmp_path, c
         _suite_time().main([str(tmp_path)])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "not a comet-cl results folder" in err and "Traceback" not in err
+
+
+def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher(capsys):
+    """Two updates instead of 5,000: the real data, models and Fisher, only not trained."""
+    from conftest import require_data
+    require_data("mnist")
+    _script("fisher_scale", "benchmarks/diagnostics/fisher_scale.py").main(["--updates", "2",
+                                                                     "--fisher-samples", "128"])
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if "Fisher sum" in line]
+    assert [h.split(":")[0] for h in heads] == ["dense p_k 0.5", "comet p_k 0.1"]
+    sums = [float(h.rsplit("Fisher sum", 1)[1]) for h in heads]
+    assert all(s > 0 for s in sums)
+    assert out.count("blocks.0.layer.weight") == 2 and "router" not in out  # the fixed router has no Fisher
