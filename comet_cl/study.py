@@ -111,8 +111,9 @@ class Row:
         s = 0 if d is None or self.unpaired else d.sign()
         if s == 0:
             return None
-        good, bad = COLUMNS[metric].directions
-        return good if (s < 0) == (COLUMNS[metric].better == "min") else bad
+        column = COLUMNS[metric]
+        good, bad = column.directions
+        return good if (s < 0) == (column.better == "min") else bad
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,12 @@ def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher(capsys):
     """Two updates instead of 5,000: the real data, models and Fisher, only not trained."""
     from conftest import require_data
     require_data("mnist")
-    _script("fisher_scale", "benchmarks/diagnostics/fisher_scale.py").main(["--updates", "2",
-                                                                     "--fisher-samples", "128"])
+    fisher_scale = _script("fisher_scale", "benchmarks/diagnostics/fisher_scale.py")
+    fisher_scale.main(["--updates", "2", "--fisher-samples", "128"])
     out = capsys.readouterr().out
     heads = [line for line in out.splitlines() if "Fisher sum" in line]
     assert [h.split(":")[0] for h in heads] == ["dense p_k 0.5", "comet p_k 0.1"]
     sums = [float(h.rsplit("Fisher sum", 1)[1]) for h in heads]
     assert all(s > 0 for s in sums)
-    assert out.count("blocks.0.layer.weight") == 2 and "router" not in out  # the fixed router has no Fisher
+    # the fixed router has no Fisher
+    assert out.count("blocks.0.layer.weight") == 2 and "router" not in out
