@@ -9,7 +9,8 @@ pixels, the first task permuted, Adam lr 1e-4, batch 128, 5,000 updates), for th
 2 x 2000 MLP and for COMET p_k 0.1 at 2 x 2000 (the study's chosen point), both from the same
 initial seed, with comet-cl's own ``fisher_diagonal`` (per-sample, predicted labels, eval
 mode: what the ``ewc`` preset uses) on 2,000 of the task's training images. It prints the
-validation accuracy (on the held-out fraction, as the sweep's) and, per parameter, the Fisher's mean, sum and the fraction of entries above zero.
+validation accuracy (on the held-out fraction, as the sweep's) and, per parameter, the
+Fisher's mean, sum and the fraction of entries above zero.
 
 Run: ``python benchmarks/diagnostics/fisher_scale.py`` (``--updates N``, ``--fisher-samples N``,
 ``--data-root DIR``; about 13 minutes of one core at 5,000 updates, longer beside other runs).
