@@ -54,5 +54,5 @@ def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher(capsys):
     assert [h.split(":")[0] for h in heads] == ["dense p_k 0.5", "comet p_k 0.1"]
     sums = [float(h.rsplit("Fisher sum", 1)[1]) for h in heads]
     assert all(s > 0 for s in sums)
-    # the fixed router has no Fisher
+    # the fixed router is buffers, not parameters: it has no Fisher
     assert out.count("blocks.0.layer.weight") == 2 and "router" not in out

@@ -74,10 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         total = sum(v.sum().item() for v in fisher.values())
         print(f"{variant} p_k {p_k}: {updates} updates {time.time() - start:.0f}s, "
               f"valid acc {100 * acc:.2f}, Fisher sum {total:.4g}", flush=True)
-        for name, v in fisher.items():
-            if not name.startswith("router"):
-                print(f"  {name:24s} mean {v.mean().item():.3e}  sum {v.sum().item():.3e}  "
-                      f"nonzero {(v > 0).float().mean().item():.3f}", flush=True)
+        for name, v in fisher.items():  # trained parameters only: the router's are buffers
+            print(f"  {name:24s} mean {v.mean().item():.3e}  sum {v.sum().item():.3e}  "
+                  f"nonzero {(v > 0).float().mean().item():.3f}", flush=True)
 
 
 if __name__ == "__main__":
