@@ -37,7 +37,7 @@ def one_thread():
 def small_suite(name: str, *, strategies: list, stream: str = "split-mnist",
                 n_experiences: int = 2, per_experience: int = 1000, test_per_experience: int = 200,
                 seeds: list[int] = (0, 1), widths: list[int] = (64, 64), train: dict | None = None,
-                eval: dict | None = None) -> str:
+                eval: dict | None = None, executor: dict | None = None) -> str:
     """The TOML text of a small real suite (the tests' one way to write one)."""
     from comet_cl.config import dump_toml
     return dump_toml({
@@ -46,7 +46,7 @@ def small_suite(name: str, *, strategies: list, stream: str = "split-mnist",
                      "max_per_experience": per_experience,
                      "max_test_per_experience": test_per_experience}],
         "strategies": list(strategies), "model": {"widths": list(widths)},
-        "train": train or {}, "eval": eval or {}})
+        "train": train or {}, "eval": eval or {}, **({"executor": executor} if executor else {})})
 
 
 def write_finished_run(out, suite: str, name: str, seed: int, acc: float, curves=(),

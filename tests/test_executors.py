@@ -38,22 +38,15 @@ COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 TINY = small_suite("tiny-cluster", strategies=["naive", "comet"],
                    train={"batch_size": 32, "lr": 0.05}, eval={"curve_subset": 50, "curve_stride": 2})
 
-# One run long enough to be killed between its first checkpoint and its summary.
-LONG = """name = "long-cluster"
-seeds = [3]
-streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 1000, max_test_per_experience = 200 }]
-strategies = ["comet-replay"]
 
-[model]
-widths = [128, 128]
+def long_suite(executor: dict) -> str:
+    """One run long enough to be killed between its first checkpoint and its summary."""
+    return small_suite("long-cluster", strategies=["comet-replay"], stream="permuted-mnist",
+                       n_experiences=3, seeds=[3], widths=[128, 128],
+                       train={"batch_size": 10, "lr": 0.02}, executor=executor)
 
-[train]
-batch_size = 10
-lr = 0.02
 
-[executor]
-max_retries = 2
-"""
+LONG = long_suite({"max_retries": 2})
 
 
 def numbers(out: Path) -> dict:
@@ -308,10 +301,10 @@ def test_executor_settings_come_from_the_spec_and_the_command_line(specs, tmp_pa
     assert (options.max_retries, options.gpus_per_run, options.cpus_per_run) == (2, 0.25, 1)
 
     bad = tmp_path / "bad.toml"
-    bad.write_text(LONG.replace("max_retries = 2", "gpus_per_run = -1"))
+    bad.write_text(long_suite({"gpus_per_run": -1}))
     with pytest.raises(ConfigError, match=r"bad.toml: .executor.gpus_per_run.*must be >= 0"):
         load_suite(bad)
-    bad.write_text(LONG.replace("max_retries = 2", "cpus_per_rum = 2"))
+    bad.write_text(long_suite({"cpus_per_rum": 2}))
     with pytest.raises(ConfigError, match="executor.cpus_per_rum.*did you mean 'cpus_per_run'"):
         load_suite(bad)
     with pytest.raises(ConfigError, match="--workers is for --executor local"):

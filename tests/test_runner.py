@@ -82,23 +82,18 @@ def test_same_seed_gives_identical_numbers(tiny_suite, tmp_path):
     assert numbers(summaries(out)[("comet", 0)]) != numbers(again)
 
 
-RESUMABLE = """name = "resume"
-seeds = [3]
-streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 1500, max_test_per_experience = 300 }]
-strategies = ["comet-replay"]
-
-[model]
-widths = [128, 128]
-
-[train]
-batch_size = 16
-lr = 0.02
-"""
+def resumable(strategy: str = "comet-replay", seeds=(3,), n_experiences: int = 3,
+              per_experience: int = 1500) -> str:
+    """A suite whose runs last long enough to be killed part-way."""
+    return small_suite("resume", strategies=[strategy], stream="permuted-mnist",
+                       n_experiences=n_experiences, per_experience=per_experience,
+                       test_per_experience=300, seeds=seeds, widths=[128, 128],
+                       train={"batch_size": 16, "lr": 0.02})
 
 
 def test_run_killed_mid_way_resumes_to_identical_results(tmp_path):
     spec = tmp_path / "resume.toml"
-    spec.write_text(RESUMABLE)
+    spec.write_text(resumable())
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(killed), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -146,10 +141,7 @@ def test_sigterm_stops_the_parallel_workers_too(tmp_path):
     spec = tmp_path / "two.toml"
     # runs far longer than the workers' start-up skew (a few seconds each): the first must
     # not finish while the second is still importing torch, or nothing is left to stop
-    spec.write_text(RESUMABLE.replace("seeds = [3]", "seeds = [3, 4]")
-                    .replace('["comet-replay"]', '["naive"]')
-                    .replace("n_experiences = 3, max_per_experience = 1500",
-                             "n_experiences = 10, max_per_experience = 6000"))
+    spec.write_text(resumable("naive", seeds=[3, 4], n_experiences=10, per_experience=6000))
     out = tmp_path / "out"
     proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--quiet",
                                         "--workers", "2"],
