@@ -35,16 +35,18 @@ def one_thread():
 
 
 def small_suite(name: str, *, strategies: list, stream: str = "split-mnist",
-                n_experiences: int = 2, per_experience: int = 1000, test_per_experience: int = 200,
+                n_experiences: int = 2, per_experience: int = 1000,
+                test_per_experience: int | None = 200,
                 seeds: list[int] = (0, 1), widths: list[int] = (64, 64), train: dict | None = None,
                 eval: dict | None = None, executor: dict | None = None) -> str:
-    """The TOML text of a small real suite (the tests' one way to write one)."""
+    """The TOML text of a small real suite (the tests' one way to write one);
+    ``test_per_experience=None``: the whole test set."""
     from comet_cl.config import dump_toml
+    test = {} if test_per_experience is None else {"max_test_per_experience": test_per_experience}
     return dump_toml({
         "name": name, "seeds": list(seeds),
         "streams": [{"name": stream, "n_experiences": n_experiences,
-                     "max_per_experience": per_experience,
-                     "max_test_per_experience": test_per_experience}],
+                     "max_per_experience": per_experience, **test}],
         "strategies": list(strategies), "model": {"widths": list(widths)},
         "train": train or {}, "eval": eval or {}, **({"executor": executor} if executor else {})})
 

@@ -17,6 +17,7 @@ import pytest
 
 from comet_cl import cli, data
 from comet_cl.results import LOCK_FILE, RunLock
+from conftest import small_suite
 
 COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 ROOT = os.geteuid() == 0
@@ -328,17 +329,11 @@ def test_run_one_of_a_locked_folder_skips_and_says_who_holds_it(tmp_path, capsys
 
 # ---- Ctrl-C, and two processes on one results folder: real processes ----------------------
 
-INTERRUPTIBLE = """name = "ctrl-c"
-seeds = [0, 1]
-streams = [{ name = "permuted-mnist", n_experiences = 3, max_per_experience = 3000 }]
-strategies = ["naive"]
-
-[model]
-widths = [64]
-
-[train]
-batch_size = 16
-"""
+def interruptible(n_experiences: int = 3, per_experience: int = 3000) -> str:
+    """Two naive runs on the whole test set: long enough to be interrupted mid-way."""
+    return small_suite("ctrl-c", strategies=["naive"], stream="permuted-mnist",
+                       n_experiences=n_experiences, per_experience=per_experience,
+                       test_per_experience=None, widths=[64], train={"batch_size": 16})
 
 
 def wait_for(predicate, timeout: float, every: float = 0.05) -> bool:
@@ -376,9 +371,15 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     # in its own start-up, which is the moment this test is about.
     assert wait_for(importing_torch, 120, every=0.02), "the command never imported torch"
     proc.send_signal(signal.SIGINT)
+    assert_interrupted_in_one_line(proc)
+
+
+def assert_interrupted_in_one_line(proc: subprocess.Popen) -> str:
+    """The interrupted command exits 130 with one line saying so, no traceback; its stderr."""
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in one_line(err) and "KeyboardInterrupt" not in err
+    return err
 
 
 @pytest.mark.slow
@@ -386,17 +387,15 @@ def test_ctrl_c_with_two_workers_is_one_line_and_workers_stay_quiet(tmp_path):
     from conftest import require_data
     require_data("mnist")
     spec, out = tmp_path / "s.toml", tmp_path / "out"
-    spec.write_text(INTERRUPTIBLE)
+    spec.write_text(interruptible())
     proc = subprocess.Popen(COMET_CL + ["run", str(spec), "--out", str(out), "--workers", "2",
                                         "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_ctrl_c_as_at_a_terminal)
     started = wait_for(lambda: len(list(out.glob("runs/*/*/*/events.jsonl"))) == 2, 240)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    _, err = proc.communicate(timeout=120)
+    err = assert_interrupted_in_one_line(proc)
     assert started, err
-    assert proc.returncode == 130, err
-    assert "interrupted" in one_line(err) and "KeyboardInterrupt" not in err
 
 
 @pytest.mark.slow
@@ -404,8 +403,7 @@ def test_two_processes_on_one_results_folder_do_each_run_once(tmp_path):
     from conftest import require_data
     require_data("mnist")
     spec, out = tmp_path / "s.toml", tmp_path / "out"
-    spec.write_text(INTERRUPTIBLE.replace("n_experiences = 3", "n_experiences = 2")
-                    .replace("max_per_experience = 3000", "max_per_experience = 500"))
+    spec.write_text(interruptible(n_experiences=2, per_experience=500))
     argv = COMET_CL + ["run", str(spec), "--out", str(out), "--quiet"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
