@@ -32,7 +32,8 @@ from comet_cl.streams import StreamSpec, experience_images
 
 SUITE = "vandeven-permuted-mnist"
 
-MODELS = (("dense", 0.5), ("comet", 0.1))  # dense ignores p_k
+# (variant, p_k for the factory, label): the dense net ignores its p_k
+MODELS = (("dense", 0.5, "dense"), ("comet", 0.1, "comet p_k 0.1"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = StreamSpec(**{**entry["stream"], "n_experiences": 1, "data_root": args.data_root,
                          "valid_fraction": suite["sweep"]["valid_fraction"]}, seed=0)
     train, valid = experience_images(spec, "train", 0), experience_images(spec, "valid", 0)
-    for variant, p_k in MODELS:
+    for variant, p_k, label in MODELS:
         torch.manual_seed(0)
         model = build_model("mlp", variant, in_shape=(1, 32, 32), n_classes=10,
                             widths=[2000, 2000], p_k=p_k)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         xs, ys, _ = train.gather(torch.arange(args.fisher_samples))
         fisher = fisher_diagonal(model, xs, ys, None)
         total = sum(v.sum().item() for v in fisher.values())
-        print(f"{variant} p_k {p_k}: {updates} updates {time.time() - start:.0f}s, "
+        print(f"{label}: {updates} updates {time.time() - start:.0f}s, "
               f"valid acc {100 * acc:.2f}, Fisher sum {total:.4g}", flush=True)
         for name, v in fisher.items():  # trained parameters only: the router's are buffers
             print(f"  {name:24s} mean {v.mean().item():.3e}  sum {v.sum().item():.3e}  "
