@@ -28,7 +28,7 @@ from comet_cl.config import load_suite
 from comet_cl.methods.ewc import fisher_diagonal
 from comet_cl.models import build_model
 from comet_cl.strategies import make_optimizer
-from comet_cl.streams import StreamSpec, experience_images
+from comet_cl.streams import StreamSpec, experience_images, input_shape
 
 SUITE = "vandeven-permuted-mnist"
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     train, valid = experience_images(spec, "train", 0), experience_images(spec, "valid", 0)
     for variant, p_k, label in MODELS:
         torch.manual_seed(0)
-        model = build_model("mlp", variant, in_shape=(1, 32, 32), n_classes=10,
+        model = build_model("mlp", variant, in_shape=input_shape(spec), n_classes=10,
                             widths=[2000, 2000], p_k=p_k)
         # unfused: the one-kernel step the suite asks for differs in the last bits only, and
         # reports/diagnostics/fisher-scale.txt was made with the ordinary step
