@@ -108,12 +108,14 @@ _TYPES = {
         isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)),
     "bool": lambda v: isinstance(v, bool),
     "table": lambda v: isinstance(v, dict),
+    "table or str": lambda v: isinstance(v, (dict, str)),
     "list": lambda v: isinstance(v, list),
     "int list": lambda v: isinstance(v, list) and all(_TYPES["int"](x) for x in v),
     "number list": lambda v: isinstance(v, list) and all(_TYPES["number"](x) for x in v),
     "int list or class-order name": lambda v: v in CLASS_ORDERS or _TYPES["int list"](v),
 }
 _TYPE_WORDS = {"number": "a finite number", "str or str list": "a name or a non-empty list of names",
+               "table or str": "a table or a name",
                "int list or class-order name": "a permutation of the class ids or one of "
                                                + ", ".join(repr(o) for o in CLASS_ORDERS)}
 
@@ -431,14 +433,40 @@ def _study(raw: dict, path, names: list[str]) -> dict:
     return {"metrics": ["acc"], **study}
 
 
+def _shared_grids(grid: dict, path) -> dict:
+    """``[sweep.grid] dense-ewc = "ewc"``: a strategy given a name instead of a table is tuned
+    on that strategy's grid, the same values. The suites hold every method with one
+    regulariser to one grid (a reviewer's rule: the same grid and budget for each); written
+    once, the rule is kept by the spec instead of by copying lists that could drift apart.
+    The name must be a strategy with a table of its own (one step, no chains)."""
+    out = {}
+    for name, value in grid.items():
+        if isinstance(value, dict):
+            out[name] = value
+            continue
+        owner = grid.get(value)
+        if not isinstance(owner, dict):
+            known = [n for n, v in grid.items() if isinstance(v, dict)]
+            what = (f"'{value}' has no grid of its own (it shares the grid of '{owner}')"
+                    if isinstance(owner, str) else f"no strategy '{value}' has a grid")
+            raise ConfigError(f"{_where(path, 'sweep.grid', name)}: {what}; a shared grid names "
+                              f"a strategy with a table of its own ("
+                              f"{', '.join(known) or 'none here'}){closest(value, known)}")
+        out[name] = {key: list(values) if isinstance(values, list) else values
+                     for key, values in owner.items()}
+    return out
+
+
 def _sweep(raw: dict, path, names: list[str]) -> dict:
     """The [sweep] table: tuning seeds, the validation share, and a grid per strategy
-    (parameter -> non-empty list of values, each checked like the key it sets)."""
+    (parameter -> non-empty list of values, each checked like the key it sets), or the name
+    of another strategy whose grid it shares (:func:`_shared_grids`)."""
     sweep = {**DEFAULT_SWEEP, **check_table(raw, SWEEP_KEYS, path, "sweep")}
     if not sweep["seeds"]:
         raise ConfigError(f"{_where(path, 'sweep', 'seeds')}: must not be empty")
-    grid = check_table(sweep.get("grid", {}), dict.fromkeys(names, Rule("table")), path,
-                       "sweep.grid")
+    grid = _shared_grids(check_table(sweep.get("grid", {}),
+                                     dict.fromkeys(names, Rule("table or str")), path,
+                                     "sweep.grid"), path)
     for name, params in grid.items():
         prefix = f"sweep.grid.{name}"
         for key, values in params.items():

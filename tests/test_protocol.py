@@ -2,6 +2,7 @@
 stream, Adam settings, and validation sweeps that choose on held-out training data only."""
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -376,6 +377,44 @@ def test_a_tuned_follower_needs_a_leader_tuned_by_its_grid_alone_on_other_keys(f
                       "follow": follow}}
     with pytest.raises(ConfigError, match=match):
         parse_suite(spec)
+
+
+def test_a_grid_named_by_another_strategy_is_tuned_on_that_grid(tmp_path):
+    """[sweep.grid] dense-ewc = "ewc": the same tuning runs as the grid written out twice, and
+    a name that is no table of its own is refused with the strategies that have one."""
+    shared = {**STAGED, "strategies": [*STAGED["strategies"], "comet-si",
+                                       {"preset": "ewc", "name": "dense-ewc", "model": "dense"}],
+              "sweep": {**STAGED["sweep"], "grid": {**STAGED["sweep"]["grid"],
+                                                    "comet-si": {"si_c": [0.1, 1.0]},
+                                                    "dense-ewc": "comet-ewc"},
+                        "follow": {"comet-ewc": "comet", "comet-si": "comet", "dense-ewc": "comet"}}}
+    copied = {**shared, "sweep": {**shared["sweep"], "grid": {
+        **shared["sweep"]["grid"], "dense-ewc": {"ewc_lambda": [1.0, 100.0]}}}}
+    assert parse_suite(shared) == parse_suite(copied)
+    from comet_cl import results as res
+
+    def second_stage(spec, out):  # COMET's p_k 0.9 chosen, then the followers' grids
+        for f in plan_suite(spec, out, strategies=["dense-ewc"], unfinished=True):
+            res.atomic_write_json(f / "summary.json", {
+                "joint": False, "R": [[0.8 if f.parts[-2].endswith("0.9") else 0.6]],
+                "R0": [0.1], "curves": [], "wall_time": [], "n_params": 1, "metrics": {}})
+        return sorted(p.parts[-2] for p in plan_suite(spec, out, strategies=["dense-ewc"],
+                                                      unfinished=True))
+    assert second_stage(shared, tmp_path / "a") == second_stage(copied, tmp_path / "b") == [
+        "dense-ewc@p_k=0.9,ewc_lambda=1", "dense-ewc@p_k=0.9,ewc_lambda=100"]
+    for target, why in [("comet-ewcc", "no strategy 'comet-ewcc' has a grid; a shared grid names "
+                                       "a strategy with a table of its own (comet, comet-ewc); "
+                                       "did you mean 'comet-ewc'?"),
+                        ("naive", "no strategy 'naive' has a grid"),
+                        ("dense-ewc", "'dense-ewc' has no grid of its own (it shares the grid "
+                                      "of 'comet-ewc')")]:
+        bad = {**shared, "sweep": {**shared["sweep"], "grid": {**shared["sweep"]["grid"],
+                                                               "comet-si": target}}}
+        with pytest.raises(ConfigError, match=re.escape(f"'sweep.grid.comet-si': {why}")):
+            parse_suite(bad)
+    bad = {**shared, "sweep": {**shared["sweep"], "grid": {**shared["sweep"]["grid"], "comet-si": 3}}}
+    with pytest.raises(ConfigError, match="'sweep.grid.comet-si': expected a table or a name"):
+        parse_suite(bad)
 
 
 def test_a_tuned_preset_name_says_which_suite_tuned_it():
