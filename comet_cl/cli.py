@@ -173,6 +173,15 @@ def _report(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    """Reads the folders only (no torch): answers at once, beside running workers."""
+    from comet_cl import progress
+    folders = [(out, progress.scan(out), progress.unplanned(out)) for out in args.results]
+    print("\n\n".join(progress.render(out, runs, not_planned, show_finished=args.all)
+                      for out, runs, not_planned in folders))
+    return 0
+
+
 def _list(args) -> int:
     """Streams, presets and suites come from light metadata (no torch); ``--all`` adds the
     methods and model registries, which import torch and Avalanche (seconds)."""
@@ -288,6 +297,17 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", default="report.pdf",
                      help="PDF to write; the CSV tables go beside it (default report.pdf)")
     rep.set_defaults(fn=_report)
+
+    st = sub.add_parser("status", help="what a results folder's runs are doing and how much "
+                        "training is left",
+                        description="Each unfinished run of the results folders (final and "
+                        "tuning runs): running (by which process, how far), stopped (resumes "
+                        "from its checkpoint), or waiting; the wall time per phase measured "
+                        "so far and the training left. Reads the folders only: safe beside "
+                        "running workers.")
+    st.add_argument("results", nargs="+", type=Path, help="results folders written by 'comet-cl run'")
+    st.add_argument("--all", action="store_true", help="also list the finished runs, with their ACC")
+    st.set_defaults(fn=_status)
 
     ls = sub.add_parser("list", help="list streams, strategy presets and suites")
     ls.add_argument("--all", action="store_true",

@@ -221,6 +221,57 @@ class RunLock:
             self.fd = None
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """Who runs ``run_dir`` now ('pid 123 on host'), or None when no process does. Read
+    without taking the lock: taking it, even for an instant, would turn away a worker that
+    starts the run at that moment. On Linux the kernel's table of held flocks
+    (``/proc/locks``, by device and inode) says whether the lock is held; without it (another
+    system) a live pid on this host does. A record naming another host (a shared results
+    folder on a cluster) cannot be checked from here, and says so."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        record = path.read_text()
+        st = path.stat()
+    except OSError:
+        return None  # no lock file: the holder released it (it is removed on release)
+    who = _describe(record)
+    try:
+        holder = json.loads(record)
+        host, pid = holder["host"], int(holder["pid"])
+    except (ValueError, KeyError, TypeError):
+        host, pid = None, None
+    if host is not None and host != socket.gethostname():
+        return f"{who} (another host: not checked from here)"
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        table = None
+    if table is not None:
+        key = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        for line in table.splitlines():
+            fields = line.split()
+            if "FLOCK" not in fields:
+                continue
+            for field in fields:
+                parts = field.split(":")
+                if len(parts) == 3:
+                    try:
+                        if (int(parts[0], 16), int(parts[1], 16), int(parts[2])) == key:
+                            return who
+                    except ValueError:
+                        pass
+        return None
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return who
+
+
 def _describe(held: str) -> str:
     try:
         h = json.loads(held)

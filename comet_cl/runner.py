@@ -401,9 +401,14 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
     strategy = build_strategy(preset, model, train=cfg["train"], eval_batch_size=ev["batch_size"],
                               device=dev, seed=cfg["seed"], plugins=plugins + extra,
                               evaluator=loggers.evaluator(log, folder))
+    # training phases: one per experience, joint's one over all; the 'started' / 'resumed'
+    # events record their number, so a reader of the log (comet-cl status) need not know
+    # which methods train jointly
+    phases = [bench.train_stream] if joint else list(bench.train_stream)
     if state is None:
         R0, R, done = recorder.evaluate(strategy), [], 0
-        res.append_event(folder, {"event": "started", "time": _now(), "device": str(dev)})
+        res.append_event(folder, {"event": "started", "time": _now(), "device": str(dev),
+                                  "phases": len(phases)})
     else:
         R0, R, done = state["R0"], state["R"], state["done"]
         strategy.clock.__dict__.update(state["clock"])
@@ -412,9 +417,9 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
         _set_rng_state(state["rng"])
         _log_missing_experiences(folder, R, recorder.train_time)
         res.append_event(folder, {"event": "resumed", "time": _now(), "from_experience": done,
+                                  "phases": len(phases),
                                   **({"from_step": phase_step} if phase_step else {})})
 
-    phases = [bench.train_stream] if joint else list(bench.train_stream)
     if on_start is not None:
         on_start(_planned_steps(cfg["train"], bench.train_stream, done) - phase_step)
     for i in range(done, len(phases)):

@@ -365,7 +365,14 @@ def test_a_long_phase_is_checkpointed_inside_and_resumes_to_identical_numbers(
         assert (saved["done"], saved["phase_step"]) == ({"joint": 0, "naive": 1}[strategy],
                                                          {"joint": 16, "naive": 4}[strategy])
         assert saved["recorder"]["phase"]["step"] == saved["phase_step"]
+    # what `comet-cl status` reads from the folder: stopped, its phases finished of how many
+    # (the runner logs the count: joint trains one phase over the whole stream)
+    from comet_cl.progress import read_progress
+    state = read_progress(stopped)
+    assert (state.state, state.done, state.phases, state.holder) == (
+        "stopped", saved["done"], 1 if strategy == "joint" else 2, None)
     execute_run(stopped)
+    assert read_progress(stopped).state == "finished"
     updates = []
     execute_run(clean, on_step=updates.append)
     assert len(updates) == 24  # 12 per experience; joint makes as many on the union

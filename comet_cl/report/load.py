@@ -8,7 +8,6 @@ ones, and only those it has, so a summary written before a metric existed still 
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from comet_cl import metrics
 from comet_cl import results as res
 from comet_cl.results import shown
 from comet_cl import sweep as sweep_rule
-from comet_cl.catalog import stream_label
-from comet_cl.contract import ContractError, RunConfig, RunSummary, read_run
+from comet_cl.contract import ContractError, RunConfig, RunSummary, expected_runs, read_run
 
 KEYS = ["group", "stream", "strategy"]
 SWEEP_FILE = sweep_rule.SWEEP_FILE
@@ -49,11 +47,7 @@ class Suite:
     def expected(self) -> list[tuple[str, str, int]]:
         """(stream, strategy, seed) of every run the spec asks for, in spec order."""
         try:
-            seeds = self.spec["seeds"]
-            seeds = range(seeds) if isinstance(seeds, int) else seeds
-            streams = [_name(s) for s in self.spec["streams"]]
-            strategies = [_name(s) for s in self.spec["strategies"]]
-            return [(a, b, int(c)) for a, b, c in itertools.product(streams, strategies, seeds)]
+            return expected_runs(self.spec)
         except (KeyError, TypeError, ValueError) as e:
             raise ReportError(
                 f"{self.folder / res.SUITE_FILE}: its spec does not list seeds, streams and "
@@ -90,13 +84,6 @@ class Run:
 def group_label(name: str, suite_hash: str) -> str:
     """How a suite spec is named in the report: its name and the first 8 hex of its hash."""
     return f"{name} ({suite_hash[:8]})"
-
-
-def _name(item: str | dict) -> str:
-    """A spec entry's name: the entry itself, its 'name', or (a stream entry) its label."""
-    if isinstance(item, str):
-        return item
-    return item["name"] if "name" in item else stream_label(item["stream"])
 
 
 def results_folders(results_dirs: Iterable[Path]) -> list[Path]:

@@ -1,0 +1,197 @@
+"""What a results folder's runs are doing, and how much training is left: ``comet-cl status``.
+
+A published protocol here is tens of hours of CPU (van de Ven's permuted MNIST with COMET's
+study: some 50), run by several processes over days, resumed from checkpoints. Whoever runs
+it needs to see which runs are finished, which are being run (by whom, how far), which were
+stopped and will resume, which wait, and how long the rest takes. This module reads only the
+folder, as the runner leaves it (``comet_cl/results.py``): config.json, events.jsonl,
+summary.json and run.lock. It imports no torch, so it answers at once, and it takes no lock,
+so it is safe beside running workers.
+
+The time left is measured, not guessed: the wall time between a run's logged phases (an
+experience, or joint's one phase), times the phases it has left. A run with no phase logged
+yet takes the median of the runs that cost the same (same stream, method, model and training
+budget: what a phase's time depends on, not the strategy's name); with none, it has no
+estimate and is counted as such.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from comet_cl import results as res
+from comet_cl.contract import expected_runs
+
+STATES = ("finished", "running", "stopped", "waiting")
+SWEEP_FOLDER = "sweep"  # where the runner files a suite's tuning runs (OUT/sweep)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One run folder's state. ``done`` of ``phases`` training phases are finished;
+    ``seconds_per_phase`` is this run's measured wall time per phase (None before its first);
+    ``holder`` names the process running it; ``acc`` is a finished run's final ACC (on the
+    validation split for a tuning run)."""
+
+    folder: Path
+    tuning: bool
+    stream: str
+    strategy: str
+    seed: int
+    state: str
+    done: int
+    phases: int
+    seconds_per_phase: float | None
+    holder: str | None
+    acc: float | None
+    cost_key: tuple
+
+
+def _time(event: dict) -> datetime | None:
+    try:
+        return datetime.fromisoformat(event["time"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _phase_seconds(events: list[dict]) -> list[float]:
+    """Wall seconds of each logged phase: from the event before it (started, resumed or the
+    previous phase) to its own. A phase that spans a stop is timed from the resume."""
+    gaps, since = [], None
+    for e in events:
+        t = _time(e)
+        if e.get("event") == "experience" and since is not None and t is not None:
+            gaps.append((t - since).total_seconds())
+        if e.get("event") in ("started", "resumed", "experience"):
+            since = t
+    return gaps
+
+
+def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
+    """The state of one run folder (a folder holding config.json)."""
+    folder = Path(folder)
+    config = res.read_json(folder / res.CONFIG_FILE)
+    events = res.read_events(folder)
+    summary_path = folder / res.SUMMARY_FILE
+    summary = res.read_json(summary_path) if summary_path.is_file() else None
+    logged = {e.get("experience") for e in events if e.get("event") == "experience"}
+    announced = [e["phases"] for e in events if isinstance(e.get("phases"), int)]
+    holder = None
+    if summary is not None:
+        phases = done = len(summary.get("R", []))
+        state = "finished"
+    else:
+        # runs started before the runner logged its phase count: one phase per experience
+        phases = announced[-1] if announced else config["stream"].get("n_experiences", 0)
+        done = len(logged)
+        holder = res.lock_holder(folder)
+        state = "running" if holder else ("stopped" if events else "waiting")
+    gaps = _phase_seconds(events)
+    model, train = config.get("model", {}), config.get("train", {})
+    cost_key = (config["stream"].get("name"), config["strategy"].get("method"),
+                model.get("variant"), model.get("arch"), str(model.get("widths")),
+                train.get("iterations"), train.get("epochs"), train.get("batch_size"))
+    acc = None
+    if summary is not None:
+        acc = (summary.get("metrics") or {}).get("acc")
+    return RunProgress(folder=folder, tuning=tuning, stream=config["stream"].get("name", "?"),
+                       strategy=config["strategy"].get("name", "?"), seed=config.get("seed", 0),
+                       state=state, done=done, phases=phases,
+                       seconds_per_phase=statistics.mean(gaps) if gaps else None,
+                       holder=holder,
+                       acc=acc, cost_key=cost_key)
+
+
+def scan(out: Path) -> list[RunProgress]:
+    """Every run folder of results folder ``out``: its final runs, then its tuning runs."""
+    out = Path(out)
+    res.read_suite_file(out)  # a folder that is no results folder is named as such
+    runs = [read_progress(f) for f in res.run_folders(out)]
+    return runs + [read_progress(f, tuning=True) for f in res.run_folders(out / SWEEP_FOLDER)]
+
+
+def unplanned(out: Path) -> list[tuple[str, str, int]]:
+    """(stream, strategy, seed) of the final runs the suite asks for that have no run folder
+    yet: those whose sweep has not chosen, or that no 'comet-cl run' has reached."""
+    out = Path(out)
+    spec = res.read_suite_file(out)["spec"]
+    try:
+        expected = expected_runs(spec)
+    except (KeyError, TypeError, ValueError) as e:
+        raise res.ResultsError(f"{out / res.SUITE_FILE}: its spec does not list seeds, streams "
+                               f"and strategies ({type(e).__name__}: {e})") from e
+    return [k for k in expected if not (res.run_dir(out, *k) / res.CONFIG_FILE).is_file()]
+
+
+def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float | None, bool]:
+    """(wall seconds per phase, whether borrowed): the run's own measurement, else the median
+    of the runs of the same cost that have one, else None."""
+    if run.seconds_per_phase is not None:
+        return run.seconds_per_phase, False
+    alike = [r.seconds_per_phase for r in runs
+             if r.cost_key == run.cost_key and r.seconds_per_phase is not None]
+    return (statistics.median(alike), True) if alike else (None, False)
+
+
+def seconds_left(run: RunProgress, runs: list[RunProgress]) -> float | None:
+    """Wall seconds of training the run has left (None when nothing measured says)."""
+    per, _ = seconds_per_phase(run, runs)
+    return None if per is None else (run.phases - run.done) * per
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render(out: Path, runs: list[RunProgress], not_planned: list[tuple[str, str, int]],
+           show_finished: bool = False) -> str:
+    """The status report ``comet-cl status`` prints for one results folder: ``runs`` from
+    :func:`scan`, ``not_planned`` from :func:`unplanned`."""
+    lines = [f"{res.shown(out)}"]
+    for tuning, what in ((False, "final runs"), (True, "tuning runs")):
+        group = [r for r in runs if r.tuning == tuning]
+        counts = [f"{sum(r.state == s for r in group)} {s}" for s in STATES]
+        if not tuning and not_planned:
+            counts.append(f"{len(not_planned)} not planned yet")
+        if group or not tuning:
+            lines.append(f"  {what + ':':<13} {', '.join(counts)}")
+    shown = [r for r in runs if show_finished or r.state != "finished"]
+    total, borrowed, unknown = 0.0, False, 0
+    if shown:
+        lines += ["", f"  {'state':<9}{'done':>7}{'min/phase':>11}{'left':>10}  run"]
+    for r in shown:
+        per, guessed = seconds_per_phase(r, runs)
+        left = seconds_left(r, runs)
+        if r.state != "finished":
+            borrowed |= guessed
+            unknown += left is None
+            total += left or 0.0
+        per_text = "-" if per is None else f"{per / 60:.1f}{'*' if guessed else ''}"
+        left_text = ("" if r.state == "finished" else "-" if left is None else _duration(left))
+        extra = (f"  {r.holder}" if r.holder else
+                 f"  ACC {100 * r.acc:.2f}{' (validation)' if r.tuning else ''}"
+                 if r.acc is not None else "")
+        lines.append(f"  {r.state:<9}{f'{r.done}/{r.phases}':>7}{per_text:>11}"
+                     f"{left_text:>10}  {r.folder.relative_to(out)}{extra}")
+    unfinished = [r for r in runs if r.state != "finished"]
+    if unfinished:
+        lines.append("")
+        star = " (* timed from runs of the same stream, method, model and budget)" if borrowed else ""
+        lines.append(f"  left: about {_duration(total)} of training, one run at a time, for "
+                     f"the {len(unfinished) - unknown} planned unfinished runs{star}"
+                     + (f"; {unknown} without an estimate (no run of their cost has finished "
+                        f"a phase)" if unknown else ""))
+        if any(r.state == "stopped" for r in unfinished):
+            lines.append("  stopped runs resume from their last checkpoint with the same "
+                         "'comet-cl run' command")
+    if not_planned:
+        strategies = ", ".join(dict.fromkeys(strategy for _, strategy, _ in not_planned))
+        lines.append(f"  not planned yet (no run folder, not in the time left): {strategies}; "
+                     f"a final run is planned once its sweep has chosen, by the 'comet-cl run' "
+                     f"that reaches it")
+    return "\n".join(lines)

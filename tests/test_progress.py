@@ -1,0 +1,129 @@
+"""`comet-cl status`: what a results folder's runs are doing, read from the folder alone."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from comet_cl import progress
+from comet_cl import results as res
+from comet_cl.cli import main
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SPEC = {"seeds": [0, 1], "streams": [{"stream": {"name": "permuted-mnist"}}],
+        "strategies": [{"name": "naive"}, {"name": "comet"}, {"name": "wide"}]}
+
+
+def _config(seed, name, widths=(100,), tuning=False):
+    return {"suite": "s", "suite_hash": "h", "version": "0", "seed": seed,
+            "stream": {"name": "permuted-mnist", "n_experiences": 4},
+            "model": {"variant": "comet", "arch": "mlp", "widths": list(widths)},
+            "strategy": {"name": name, "method": "naive"}, "train": {"iterations": 50},
+            "eval": {"split": "valid"} if tuning else {}}
+
+
+def _run(out, name, seed, *, minutes=(), phases=4, finished=False, widths=(100,),
+         tuning=False):
+    """A run folder as the runner leaves it: 'started', then one 'experience' event per
+    entry of ``minutes`` (the wall minutes each phase took)."""
+    folder = res.run_dir(out / "sweep" if tuning else out, "permuted-mnist", name, seed)
+    res.atomic_write_json(folder / "config.json", _config(seed, name, widths, tuning))
+    if minutes or finished:
+        t = T0
+        res.append_event(folder, {"event": "started", "time": t.isoformat(), "phases": phases})
+        for i, m in enumerate(minutes):
+            t += timedelta(minutes=m)
+            res.append_event(folder, {"event": "experience", "time": t.isoformat(),
+                                      "experience": i, "train_seconds": 60 * m - 5})
+    if finished:
+        res.atomic_write_json(folder / "summary.json", {
+            "R": [[0.9]] * phases, "metrics": {"acc": 0.87}})
+    return folder
+
+
+@pytest.fixture
+def out(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    res.atomic_write_json(out / "suite.json", {"name": "s", "spec": SPEC})
+    _run(out, "naive", 0, minutes=[2, 2, 2, 2], finished=True)
+    _run(out, "comet", 0, minutes=[3, 5])   # stopped half-way (no lock)
+    _run(out, "comet", 1)                   # waiting: planned, never started
+    _run(out, "wide", 0, widths=(900,))     # waiting, and nothing of its cost has run
+    _run(out, "comet@p_k=0.1", 0, minutes=[1], tuning=True)
+    return out
+
+
+def test_status_reads_states_progress_and_the_time_left(out):
+    runs = {(r.strategy, r.seed): r for r in progress.scan(out)}
+    assert {k: (r.state, r.done, r.phases) for k, r in runs.items()} == {
+        ("naive", 0): ("finished", 4, 4), ("comet", 0): ("stopped", 2, 4),
+        ("comet", 1): ("waiting", 0, 4), ("wide", 0): ("waiting", 0, 4),
+        ("comet@p_k=0.1", 0): ("stopped", 1, 4)}
+    assert runs[("naive", 0)].acc == 0.87 and runs[("comet@p_k=0.1", 0)].tuning
+    everything = list(runs.values())
+    # its own phases: 3 and 5 minutes, so 4 a phase and two left
+    assert runs[("comet", 0)].seconds_per_phase == 240.0
+    assert progress.seconds_left(runs[("comet", 0)], everything) == 480.0
+    # never started: timed from the runs of its cost, whatever their names (naive's, its
+    # seed 0's and the tuning run's: the median of 2, 4 and 1 minutes a phase); a run of
+    # another width has no estimate
+    assert progress.seconds_per_phase(runs[("comet", 1)], everything) == (120.0, True)
+    assert progress.seconds_left(runs[("comet", 1)], everything) == 480.0
+    assert progress.seconds_left(runs[("wide", 0)], everything) is None
+    assert progress.unplanned(out) == [("permuted-mnist", "naive", 1),
+                                       ("permuted-mnist", "wide", 1)]
+
+
+def test_a_run_being_run_names_its_holder_without_taking_its_lock(out):
+    folder = res.run_dir(out, "permuted-mnist", "comet", 0)
+    with res.RunLock(folder):
+        state = progress.read_progress(folder)
+        assert state.state == "running" and state.holder == f"pid {os.getpid()} on " + \
+            socket.gethostname()
+        with pytest.raises(res.RunLocked):  # status took no lock: the holder still has it
+            with res.RunLock(folder):
+                pass
+    # a record naming another host (a shared folder on a cluster) cannot be checked here
+    (folder / res.LOCK_FILE).write_text(json.dumps({"pid": 2 ** 22 + 1, "host": "x"}))
+    assert res.lock_holder(folder) == "pid 4194305 on x (another host: not checked from here)"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (folder / res.LOCK_FILE).write_text(json.dumps({"pid": int(dead),
+                                                    "host": socket.gethostname()}))
+    # a lock file a killed holder left behind (its process gone) names no one
+    assert res.lock_holder(folder) is None and progress.read_progress(folder).state == "stopped"
+
+
+def test_status_command_prints_the_runs_left_and_refuses_a_folder_that_is_not_results(
+        out, capsys, tmp_path):
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert "  final runs:   1 finished, 0 running, 1 stopped, 2 waiting, 2 not planned yet" in lines
+    assert "  tuning runs:  0 finished, 0 running, 1 stopped, 0 waiting" in lines
+    row = next(line for line in lines if line.endswith("runs/permuted-mnist/comet/seed-1"))
+    assert row.split()[:4] == ["waiting", "0/4", "2.0*", "8"]
+    assert "runs/permuted-mnist/naive/seed-0" not in text  # finished: only with --all
+    # comet seed 0: 2 phases x 4 min; seed 1: 4 x 2 (borrowed); the tuning run 3 x 1; wide: -
+    assert "left: about 19 min of training, one run at a time, for the 3 planned" in text
+    assert "; 1 without an estimate" in text
+    assert "not planned yet (no run folder, not in the time left): naive, wide" in text
+    assert main(["status", "--all", str(out)]) == 0
+    assert "runs/permuted-mnist/naive/seed-0  ACC 87.00" in capsys.readouterr().out
+    # a folder that is no results folder: one line, exit 2, nothing printed for the others
+    assert main(["status", str(out), str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not a comet-cl results folder (no suite.json)" in captured.err
+
+
+def test_status_answers_without_importing_torch(out):
+    code = ("import sys; from comet_cl.cli import main; rc = main(['status', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
