@@ -59,14 +59,15 @@ def _time(event: dict) -> datetime | None:
 
 def _phase_seconds(events: list[dict]) -> list[float]:
     """Wall seconds of each logged phase: from the event before it (started, resumed or the
-    previous phase) to its own. A phase that spans a stop is timed from the resume."""
+    previous phase) to its own. A phase resumed at its start is timed from the resume; one
+    resumed from a mid-phase checkpoint (``from_step``) ran only in part and is not timed."""
     gaps, since = [], None
     for e in events:
         t = _time(e)
         if e.get("event") == "experience" and since is not None and t is not None:
             gaps.append((t - since).total_seconds())
         if e.get("event") in ("started", "resumed", "experience"):
-            since = t
+            since = None if e.get("from_step") else t
     return gaps
 
 

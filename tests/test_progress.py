@@ -79,6 +79,21 @@ def test_status_reads_states_progress_and_the_time_left(out):
                                        ("permuted-mnist", "wide", 1)]
 
 
+def test_a_phase_resumed_part_way_is_not_timed(out):
+    folder = res.run_dir(out, "permuted-mnist", "comet", 0)  # phases of 3 and 5 minutes
+    t = T0 + timedelta(hours=1)
+    res.append_event(folder, {"event": "resumed", "time": t.isoformat(), "from_experience": 2,
+                              "from_step": 40, "phases": 4})
+    res.append_event(folder, {"event": "experience", "experience": 2,
+                              "time": (t + timedelta(minutes=1)).isoformat()})
+    res.append_event(folder, {"event": "resumed", "time": (t + timedelta(hours=1)).isoformat(),
+                              "from_experience": 3, "phases": 4})
+    res.append_event(folder, {"event": "experience", "experience": 3,
+                              "time": (t + timedelta(hours=1, minutes=7)).isoformat()})
+    state = progress.read_progress(folder)
+    assert (state.done, state.seconds_per_phase) == (4, 300.0)  # 3, 5 and 7 minutes: not the 1
+
+
 def test_a_run_being_run_names_its_holder_without_taking_its_lock(out):
     folder = res.run_dir(out, "permuted-mnist", "comet", 0)
     with res.RunLock(folder):
