@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from comet_cl import results as res
-from comet_cl.contract import expected_runs
+from comet_cl.contract import RunConfig, RunSummary, expected_runs
 
 STATES = ("finished", "running", "stopped", "waiting")
 SWEEP_FOLDER = "sweep"  # where the runner files a suite's tuning runs (OUT/sweep)
@@ -37,17 +37,23 @@ class RunProgress:
     validation split for a tuning run)."""
 
     folder: Path
+    config: RunConfig
     tuning: bool
-    stream: str
-    strategy: str
-    seed: int
     state: str
     done: int
     phases: int
     seconds_per_phase: float | None
     holder: str | None
     acc: float | None
-    cost_key: tuple
+
+    @property
+    def cost_key(self) -> tuple:
+        """What a phase's wall time depends on: the stream, the method, the model and the
+        training budget (not the strategy's name, nor a regulariser's strength)."""
+        c = self.config
+        return (c.stream_name, c.method, c.variant, c.model.get("arch"),
+                str(c.model.get("widths")), c.train.get("iterations"), c.train.get("epochs"),
+                c.train.get("batch_size"))
 
 
 def _time(event: dict) -> datetime | None:
@@ -74,36 +80,25 @@ def _phase_seconds(events: list[dict]) -> list[float]:
 def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
     """The state of one run folder (a folder holding config.json)."""
     folder = Path(folder)
-    config = res.read_json(folder / res.CONFIG_FILE)
+    config = RunConfig.read(folder / res.CONFIG_FILE)
     events = res.read_events(folder)
     summary_path = folder / res.SUMMARY_FILE
-    summary = res.read_json(summary_path) if summary_path.is_file() else None
-    logged = {e.get("experience") for e in events if e.get("event") == "experience"}
-    announced = [e["phases"] for e in events if isinstance(e.get("phases"), int)]
-    holder = None
+    summary = RunSummary.read(summary_path) if summary_path.is_file() else None
+    holder, acc = None, None
     if summary is not None:
-        phases = done = len(summary.get("R", []))
-        state = "finished"
+        state, phases, done = "finished", len(summary.R), len(summary.R)
+        acc = summary.metrics.get("acc")
     else:
-        # runs started before the runner logged its phase count: one phase per experience
-        phases = announced[-1] if announced else config["stream"].get("n_experiences", 0)
-        done = len(logged)
+        # a run started before the runner logged its phase count: one phase per experience
+        announced = [e["phases"] for e in events if isinstance(e.get("phases"), int)]
+        phases = announced[-1] if announced else int(config.stream.get("n_experiences", 0))
+        done = len({e.get("experience") for e in events if e.get("event") == "experience"})
         holder = res.lock_holder(folder)
         state = "running" if holder else ("stopped" if events else "waiting")
     gaps = _phase_seconds(events)
-    model, train = config.get("model", {}), config.get("train", {})
-    cost_key = (config["stream"].get("name"), config["strategy"].get("method"),
-                model.get("variant"), model.get("arch"), str(model.get("widths")),
-                train.get("iterations"), train.get("epochs"), train.get("batch_size"))
-    acc = None
-    if summary is not None:
-        acc = (summary.get("metrics") or {}).get("acc")
-    return RunProgress(folder=folder, tuning=tuning, stream=config["stream"].get("name", "?"),
-                       strategy=config["strategy"].get("name", "?"), seed=config.get("seed", 0),
-                       state=state, done=done, phases=phases,
-                       seconds_per_phase=statistics.mean(gaps) if gaps else None,
-                       holder=holder,
-                       acc=acc, cost_key=cost_key)
+    return RunProgress(folder=folder, config=config, tuning=tuning, state=state, done=done,
+                       phases=phases, seconds_per_phase=statistics.mean(gaps) if gaps else None,
+                       holder=holder, acc=acc)
 
 
 def scan(out: Path) -> list[RunProgress]:
@@ -182,7 +177,8 @@ def render(out: Path, runs: list[RunProgress], not_planned: list[tuple[str, str,
     unfinished = [r for r in runs if r.state != "finished"]
     if unfinished:
         lines.append("")
-        star = " (* timed from runs of the same stream, method, model and budget)" if borrowed else ""
+        star = (" (* timed from runs of the same stream, method, model and budget)"
+                if borrowed else "")
         lines.append(f"  left: about {_duration(total)} of training, one run at a time, for "
                      f"the {len(unfinished) - unknown} planned unfinished runs{star}"
                      + (f"; {unknown} without an estimate (no run of their cost has finished "

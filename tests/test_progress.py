@@ -23,7 +23,7 @@ def _config(seed, name, widths=(100,), tuning=False):
             "stream": {"name": "permuted-mnist", "n_experiences": 4},
             "model": {"variant": "comet", "arch": "mlp", "widths": list(widths)},
             "strategy": {"name": name, "method": "naive"}, "train": {"iterations": 50},
-            "eval": {"split": "valid"} if tuning else {}}
+            "eval": {"beta": 10, **({"split": "valid"} if tuning else {})}}
 
 
 def _run(out, name, seed, *, minutes=(), phases=4, finished=False, widths=(100,),
@@ -41,7 +41,8 @@ def _run(out, name, seed, *, minutes=(), phases=4, finished=False, widths=(100,)
                                       "experience": i, "train_seconds": 60 * m - 5})
     if finished:
         res.atomic_write_json(folder / "summary.json", {
-            "R": [[0.9]] * phases, "metrics": {"acc": 0.87}})
+            "joint": False, "R": [[0.9]] * phases, "R0": [0.1], "curves": [], "wall_time": [],
+            "n_params": 1, "metrics": {"acc": 0.87}})
     return folder
 
 
@@ -59,7 +60,7 @@ def out(tmp_path):
 
 
 def test_status_reads_states_progress_and_the_time_left(out):
-    runs = {(r.strategy, r.seed): r for r in progress.scan(out)}
+    runs = {(r.config.strategy_name, r.config.seed): r for r in progress.scan(out)}
     assert {k: (r.state, r.done, r.phases) for k, r in runs.items()} == {
         ("naive", 0): ("finished", 4, 4), ("comet", 0): ("stopped", 2, 4),
         ("comet", 1): ("waiting", 0, 4), ("wide", 0): ("waiting", 0, 4),
