@@ -113,9 +113,8 @@ def unplanned(out: Path) -> list[tuple[str, str, int]]:
     """(stream, strategy, seed) of the final runs the suite asks for that have no run folder
     yet: those whose sweep has not chosen, or that no 'comet-cl run' has reached."""
     out = Path(out)
-    spec = res.read_suite_file(out)["spec"]
     try:
-        expected = expected_runs(spec)
+        expected = expected_runs(res.read_suite_file(out)["spec"])
     except (KeyError, TypeError, ValueError) as e:
         raise res.ResultsError(f"{out / res.SUITE_FILE}: its spec does not list seeds, streams "
                                f"and strategies ({type(e).__name__}: {e})") from e

@@ -137,6 +137,19 @@ def test_status_command_prints_the_runs_left_and_refuses_a_folder_that_is_not_re
     assert captured.out == "" and "not a comet-cl results folder (no suite.json)" in captured.err
 
 
+@pytest.mark.parametrize("where, text, why", [
+    ("suite.json", '{"name": "s"}', "its spec does not list seeds, streams and strategies"),
+    ("runs/permuted-mnist/comet/seed-1/config.json", "{bad", "cannot read"),
+    ("runs/permuted-mnist/comet/seed-1/config.json", '{"suite": "s"}', "not a run config"),
+    ("runs/permuted-mnist/naive/seed-0/summary.json", '{"R": []}', "summary.json"),
+])
+def test_status_names_a_malformed_file_in_one_line(out, capsys, where, text, why):
+    (out / where).write_text(text)
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("comet-cl: error: ") and why in err and len(err.splitlines()) == 1
+
+
 def test_status_answers_without_importing_torch(out):
     code = ("import sys; from comet_cl.cli import main; rc = main(['status', sys.argv[1]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
