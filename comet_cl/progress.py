@@ -121,6 +121,15 @@ def unplanned(out: Path) -> list[tuple[str, str, int]]:
     return [k for k in expected if not (res.run_dir(out, *k) / res.CONFIG_FILE).is_file()]
 
 
+def resume_command(out: Path) -> str:
+    """The command that goes on with the folder: the suite by name where it is packaged, else
+    a placeholder for the suite file that made it (suite.json records the spec, not its path)."""
+    from comet_cl.config import packaged_suites
+    name = res.read_suite_file(out).get("name", "")
+    spec = name if name in packaged_suites() else "SUITE.toml"
+    return f"comet-cl run {spec} --out {res.shown(out)}"
+
+
 def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float | None, bool]:
     """(wall seconds per phase, whether borrowed): the run's own measurement, else the median
     of the runs of the same cost that have one, else None."""
@@ -183,8 +192,9 @@ def render(out: Path, runs: list[RunProgress], not_planned: list[tuple[str, str,
                      + (f"; {unknown} without an estimate (no run of their cost has finished "
                         f"a phase)" if unknown else ""))
         if any(r.state == "stopped" for r in unfinished):
-            lines.append("  stopped runs resume from their last checkpoint with the same "
-                         "'comet-cl run' command")
+            lines.append("  stopped runs resume from their last checkpoint")
+    if unfinished or not_planned:
+        lines.append(f"  go on with: {resume_command(out)}")
     if not_planned:
         strategies = ", ".join(dict.fromkeys(strategy for _, strategy, _ in not_planned))
         lines.append(f"  not planned yet (no run folder, not in the time left): {strategies}; "

@@ -129,6 +129,8 @@ def test_status_command_prints_the_runs_left_and_refuses_a_folder_that_is_not_re
     assert "left: about 19 min of training, one run at a time, for the 3 planned" in text
     assert "; 1 without an estimate" in text
     assert "not planned yet (no run folder, not in the time left): naive, wide" in text
+    # suite 's' is no packaged suite: the command names a placeholder for its file
+    assert f"  go on with: comet-cl run SUITE.toml --out {res.shown(out)}" in lines
     assert main(["status", "--all", str(out)]) == 0
     assert "runs/permuted-mnist/naive/seed-0  ACC 87.00" in capsys.readouterr().out
     # a folder that is no results folder: one line, exit 2, nothing printed for the others
@@ -148,6 +150,12 @@ def test_status_names_a_malformed_file_in_one_line(out, capsys, where, text, why
     assert main(["status", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("comet-cl: error: ") and why in err and len(err.splitlines()) == 1
+
+
+def test_status_names_a_packaged_suite_in_the_command_that_goes_on(out):
+    res.atomic_write_json(out / "suite.json", {"name": "vandeven-permuted-mnist", "spec": SPEC})
+    assert progress.resume_command(out) == (
+        f"comet-cl run vandeven-permuted-mnist --out {res.shown(out)}")
 
 
 def test_status_answers_without_importing_torch(out):
