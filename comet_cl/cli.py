@@ -176,9 +176,8 @@ def _report(args) -> int:
 def _status(args) -> int:
     """Reads the folders only (no torch): answers at once, beside running workers."""
     from comet_cl import progress
-    folders = [(out, progress.scan(out), progress.unplanned(out)) for out in args.results]
-    print("\n\n".join(progress.render(out, runs, not_planned, show_finished=args.all)
-                      for out, runs, not_planned in folders))
+    folders = [progress.scan(out) for out in args.results]  # every folder read before printing
+    print("\n\n".join(progress.render(f, show_finished=args.all) for f in folders))
     return 0
 
 

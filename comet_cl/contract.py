@@ -231,19 +231,24 @@ def read_run(folder: Path) -> StoredRun:
     return StoredRun(folder, RunConfig.read(folder / res.CONFIG_FILE), summary)
 
 
-def expected_runs(spec: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+def expected_runs(spec: Mapping[str, Any],
+                  source: Path | str = "suite") -> list[tuple[str, str, int]]:
     """(stream label, strategy, seed) of every final run a resolved suite spec (the ``spec``
     of a results folder's suite.json) asks for, in spec order: what the report counts
-    missing runs from, and ``comet-cl status`` runs not yet planned. KeyError, TypeError or
-    ValueError for a spec that does not list them."""
+    missing runs from, and ``comet-cl status`` runs not yet planned. ``ContractError``
+    naming ``source`` for a spec that does not list them."""
     def name(item) -> str:  # a spec entry: a name, a table with one, or a stream entry
         if isinstance(item, str):
             return item
         return item["name"] if "name" in item else stream_label(item["stream"])
-    seeds = spec["seeds"]
-    seeds = range(seeds) if isinstance(seeds, int) else seeds
-    return [(a, b, int(c)) for a, b, c in itertools.product(
-        [name(s) for s in spec["streams"]], [name(s) for s in spec["strategies"]], seeds)]
+    try:
+        seeds = spec["seeds"]
+        seeds = range(seeds) if isinstance(seeds, int) else seeds
+        return [(a, b, int(c)) for a, b, c in itertools.product(
+            [name(s) for s in spec["streams"]], [name(s) for s in spec["strategies"]], seeds)]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ContractError(f"{source}: its spec does not list seeds, streams and strategies "
+                            f"({type(e).__name__}: {e})") from e
 
 
 def iter_stored_runs(out: Path) -> Iterator[StoredRun]:

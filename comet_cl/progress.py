@@ -101,33 +101,37 @@ def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
                        holder=holder, acc=acc)
 
 
-def scan(out: Path) -> list[RunProgress]:
-    """Every run folder of results folder ``out``: its final runs, then its tuning runs."""
+@dataclass(frozen=True)
+class FolderStatus:
+    """One results folder as ``comet-cl status`` shows it: its suite's name, every run folder
+    (:func:`read_progress`) and the final runs its suite asks for that have no folder yet
+    (those whose sweep has not chosen, or that no 'comet-cl run' has reached)."""
+
+    out: Path
+    suite: str
+    runs: list[RunProgress]
+    not_planned: list[tuple[str, str, int]]
+
+    @property
+    def resume_command(self) -> str:
+        """The command that goes on with the folder: the suite by name where it is packaged,
+        else a placeholder for the suite file that made it (suite.json records the spec, not
+        its path)."""
+        from comet_cl.config import packaged_suites
+        spec = self.suite if self.suite in packaged_suites() else "SUITE.toml"
+        return f"comet-cl run {spec} --out {res.shown(self.out)}"
+
+
+def scan(out: Path) -> FolderStatus:
+    """Read results folder ``out``: suite.json once, then its final runs and its tuning runs."""
     out = Path(out)
-    res.read_suite_file(out)  # a folder that is no results folder is named as such
+    meta = res.read_suite_file(out)  # a folder that is no results folder is named as such
+    expected = expected_runs(meta.get("spec", {}), out / res.SUITE_FILE)
     runs = [read_progress(f) for f in res.run_folders(out)]
-    return runs + [read_progress(f, tuning=True) for f in res.run_folders(out / SWEEP_FOLDER)]
-
-
-def unplanned(out: Path) -> list[tuple[str, str, int]]:
-    """(stream, strategy, seed) of the final runs the suite asks for that have no run folder
-    yet: those whose sweep has not chosen, or that no 'comet-cl run' has reached."""
-    out = Path(out)
-    try:
-        expected = expected_runs(res.read_suite_file(out)["spec"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise res.ResultsError(f"{out / res.SUITE_FILE}: its spec does not list seeds, streams "
-                               f"and strategies ({type(e).__name__}: {e})") from e
-    return [k for k in expected if not (res.run_dir(out, *k) / res.CONFIG_FILE).is_file()]
-
-
-def resume_command(out: Path) -> str:
-    """The command that goes on with the folder: the suite by name where it is packaged, else
-    a placeholder for the suite file that made it (suite.json records the spec, not its path)."""
-    from comet_cl.config import packaged_suites
-    name = res.read_suite_file(out).get("name", "")
-    spec = name if name in packaged_suites() else "SUITE.toml"
-    return f"comet-cl run {spec} --out {res.shown(out)}"
+    runs += [read_progress(f, tuning=True) for f in res.run_folders(out / SWEEP_FOLDER)]
+    planned = {(r.config.stream_name, r.config.strategy_name, r.config.seed)
+               for r in runs if not r.tuning}
+    return FolderStatus(out, meta.get("name", ""), runs, [k for k in expected if k not in planned])
 
 
 def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float | None, bool]:
@@ -152,10 +156,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def render(out: Path, runs: list[RunProgress], not_planned: list[tuple[str, str, int]],
-           show_finished: bool = False) -> str:
-    """The status report ``comet-cl status`` prints for one results folder: ``runs`` from
-    :func:`scan`, ``not_planned`` from :func:`unplanned`."""
+def render(folder: FolderStatus, show_finished: bool = False) -> str:
+    """The status report ``comet-cl status`` prints for one results folder (:func:`scan`)."""
+    out, runs, not_planned = folder.out, folder.runs, folder.not_planned
     lines = [f"{res.shown(out)}"]
     for tuning, what in ((False, "final runs"), (True, "tuning runs")):
         group = [r for r in runs if r.tuning == tuning]
@@ -194,7 +197,7 @@ def render(out: Path, runs: list[RunProgress], not_planned: list[tuple[str, str,
         if any(r.state == "stopped" for r in unfinished):
             lines.append("  stopped runs resume from their last checkpoint")
     if unfinished or not_planned:
-        lines.append(f"  go on with: {resume_command(out)}")
+        lines.append(f"  go on with: {folder.resume_command}")
     if not_planned:
         strategies = ", ".join(dict.fromkeys(strategy for _, strategy, _ in not_planned))
         lines.append(f"  not planned yet (no run folder, not in the time left): {strategies}; "

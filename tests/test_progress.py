@@ -60,7 +60,8 @@ def out(tmp_path):
 
 
 def test_status_reads_states_progress_and_the_time_left(out):
-    runs = {(r.config.strategy_name, r.config.seed): r for r in progress.scan(out)}
+    folder = progress.scan(out)
+    runs = {(r.config.strategy_name, r.config.seed): r for r in folder.runs}
     assert {k: (r.state, r.done, r.phases) for k, r in runs.items()} == {
         ("naive", 0): ("finished", 4, 4), ("comet", 0): ("stopped", 2, 4),
         ("comet", 1): ("waiting", 0, 4), ("wide", 0): ("waiting", 0, 4),
@@ -76,8 +77,7 @@ def test_status_reads_states_progress_and_the_time_left(out):
     assert progress.seconds_per_phase(runs[("comet", 1)], everything) == (120.0, True)
     assert progress.seconds_left(runs[("comet", 1)], everything) == 480.0
     assert progress.seconds_left(runs[("wide", 0)], everything) is None
-    assert progress.unplanned(out) == [("permuted-mnist", "naive", 1),
-                                       ("permuted-mnist", "wide", 1)]
+    assert folder.not_planned == [("permuted-mnist", "naive", 1), ("permuted-mnist", "wide", 1)]
 
 
 def test_a_phase_resumed_part_way_is_not_timed(out):
@@ -154,7 +154,7 @@ def test_status_names_a_malformed_file_in_one_line(out, capsys, where, text, why
 
 def test_status_names_a_packaged_suite_in_the_command_that_goes_on(out):
     res.atomic_write_json(out / "suite.json", {"name": "vandeven-permuted-mnist", "spec": SPEC})
-    assert progress.resume_command(out) == (
+    assert progress.scan(out).resume_command == (
         f"comet-cl run vandeven-permuted-mnist --out {res.shown(out)}")
 
 

@@ -47,12 +47,9 @@ class Suite:
     def expected(self) -> list[tuple[str, str, int]]:
         """(stream, strategy, seed) of every run the spec asks for, in spec order."""
         try:
-            return expected_runs(self.spec)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ReportError(
-                f"{self.folder / res.SUITE_FILE}: its spec does not list seeds, streams and "
-                f"strategies ({type(e).__name__}: {e})"
-            ) from e
+            return expected_runs(self.spec, self.folder / res.SUITE_FILE)
+        except ContractError as e:
+            raise ReportError(str(e)) from e
 
 
 @dataclass(frozen=True)
