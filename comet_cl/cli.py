@@ -3,13 +3,16 @@
 It answers at once: torch and Avalanche are imported only by the commands that train or
 report (``--help``, ``list`` and argument errors need neither). A user's mistake or the
 machine's state (a bad spec, missing data, an unwritable folder, a full disk) ends with one
-line and exit 2, Ctrl-C with one line and exit 130; a traceback only with ``--debug``.
+line and exit 2, Ctrl-C with one line and exit 130; a traceback only with ``--debug``. A
+reader that stops reading (``comet-cl list | head``) ends it quietly with exit 141, as a shell
+tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -338,16 +341,48 @@ def _known_error(e: BaseException) -> str | None:
     return None
 
 
+def _stdout_closed(e: BaseException) -> bool:
+    """Whether ``e`` is standard output's reader having gone away (``comet-cl ... | head``),
+    not a broken pipe elsewhere (a worker's socket), which stays an error. Python ignores
+    SIGPIPE, so the write raises instead of ending the process; a pipe whose read end is
+    closed polls as POLLERR."""
+    if not isinstance(e, BrokenPipeError):
+        return False
+    try:
+        import select
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or stdout has no descriptor
+        return e.filename is None
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's flush at exit does not raise
+    the same error again ("Exception ignored ... BrokenPipeError"): Python's documented way
+    (the signal module's note on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = parser().parse_args(argv)
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print("\ncomet-cl: interrupted; finished runs are saved, the same command resumes "
               "the rest", file=sys.stderr)
         return 130
     except Exception as e:
+        if _stdout_closed(e):
+            _quiet_stdout()
+            return 141
         if args is not None and args.debug:
             raise
         message = _known_error(e)

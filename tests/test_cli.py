@@ -285,6 +285,36 @@ def test_list_says_what_exists(capsys):
     assert code == 0 and "methods: naive, joint" in out and "variants dense, comet" in out
 
 
+def test_a_reader_that_stops_reading_ends_it_quietly_with_exit_141():
+    """``comet-cl list | head -1``: the pipe's reader is gone before the output is written; the
+    command ends as a shell tool killed by SIGPIPE does: exit 141, nothing on stderr (it was
+    "comet-cl: error: Broken pipe", exit 2)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(COMET_CL + ["list"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_a_broken_pipe_other_than_stdout_stays_an_error(monkeypatch):
+    """Only stdout's reader going away is quiet: a broken pipe while stdout is still read (a
+    worker's socket) is reported like any other error."""
+    read_end, write_end = os.pipe()
+    stdout = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert not cli._stdout_closed(BrokenPipeError(32, "Broken pipe"))
+        assert not cli._stdout_closed(ConnectionResetError(104, "reset"))
+        os.close(read_end)
+        assert cli._stdout_closed(BrokenPipeError(32, "Broken pipe"))
+    finally:
+        monkeypatch.undo()
+        stdout.close()
+
+
 def test_data_command_reports_each_dataset_and_fails_when_one_is_missing(tmp_path, capsys):
     found = {}
     for name in ("mnist", "cifar10"):
