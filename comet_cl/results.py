@@ -167,7 +167,7 @@ class RunLocked(Exception):
         return f"{self.folder}: skipped, locked by {self.holder}"
 
 
-def _holder() -> dict:
+def _this_holder() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
@@ -210,7 +210,7 @@ class RunLock:
         except ValueError:
             self.previous = None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        os.pwrite(fd, json.dumps(_this_holder()).encode(), 0)
         self.fd = fd
         return self
 
@@ -234,12 +234,8 @@ def lock_holder(run_dir: Path) -> str | None:
         st = path.stat()
     except OSError:
         return None  # no lock file: the holder released it (it is removed on release)
+    host, pid = _read_holder(record)
     who = _describe(record)
-    try:
-        holder = json.loads(record)
-        host, pid = holder["host"], int(holder["pid"])
-    except (ValueError, KeyError, TypeError):
-        host, pid = None, None
     if host is not None and host != socket.gethostname():
         return f"{who} (another host: not checked from here)"
     try:
@@ -272,12 +268,19 @@ def lock_holder(run_dir: Path) -> str | None:
     return who
 
 
-def _describe(held: str) -> str:
+def _read_holder(held: str) -> tuple[str | None, int | None]:
+    """The host and pid a lock file's record names; (None, None) for a record that is not one
+    (a holder that died while writing it, another program's file)."""
     try:
         h = json.loads(held)
-        return f"pid {h['pid']} on {h['host']}"
+        return str(h["host"]), int(h["pid"])
     except (ValueError, KeyError, TypeError):
-        return "another process"
+        return None, None
+
+
+def _describe(held: str) -> str:
+    host, pid = _read_holder(held)
+    return "another process" if host is None else f"pid {pid} on {host}"
 
 
 def read_suite_file(out: Path) -> dict:
