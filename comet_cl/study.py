@@ -20,8 +20,9 @@ both results folders are given: a diagnostic need not re-run its parent's refere
 Contrasts and strategy goals are paired by seed: both runs of a seed share the data order and,
 in split streams, the class pairs, so the seed's own luck cancels. A claim ("higher", "holds")
 is made only where the 95% t-interval excludes zero (or the bar); below 3 seeds nothing is
-claimed. ``python -m comet_cl.study RESULTS...`` prints the tables as Markdown; the report
-builds the same tables from the runs it has already read.
+claimed. ``python -m comet_cl.study RESULTS...`` prints the tables as Markdown, first one
+across the suites (:func:`headline`: each contrast read across protocols); the report builds
+the per-suite tables from the runs it has already read.
 """
 
 from __future__ import annotations
@@ -280,6 +281,43 @@ def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
     return out
 
 
+def _headline_cell(row: Row, metric: str) -> str:
+    """A contrast's paired difference in a headline cell: the estimate and, in one word, what
+    its interval resolves (or why nothing is claimed)."""
+    d = (row.paired or {}).get(metric)
+    if row.unpaired:
+        return "not paired"
+    if d is None:
+        return "not run yet"
+    if d.n < MIN_SEEDS:
+        return f"{d.text(2)} ({d.n} seed{'s' if d.n != 1 else ''}: no claim)"
+    return f"{d.text(2)} {row.direction(metric) or 'unresolved'}"
+
+
+def headline(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per deciding metric that two or more suites share: one table across them, a row per
+    contrast ("comet-ewc vs ewc") and a column per suite, each cell the paired difference with
+    its 95% CI and the direction its interval resolves. Why: the study's question is where
+    COMET helps and where it hurts, which is one comparison read across protocols; the
+    per-suite tables hold it in a different place in each. Suites whose deciding metric
+    differs (the learning-speed stream decides on LCA) get no column here."""
+    by_metric: dict[str, list[str]] = {}
+    for suite, cols in study.columns.items():
+        by_metric.setdefault(cols[0], []).append(suite)
+    out = {}
+    for metric, suites in by_metric.items():
+        if len(suites) < 2:
+            continue
+        grid: dict[tuple[str, str], dict[str, str]] = {}
+        for r in study.rows:
+            if r.suite in suites and r.contrast is not None:
+                grid.setdefault((r.strategy, r.contrast), {})[r.suite] = _headline_cell(r, metric)
+        header = [f"{_header(metric)}: strategy vs contrast"] + suites
+        out[metric] = (header, [[f"{a} vs {b}"] + [cells.get(s, "") for s in suites]
+                                for (a, b), cells in grid.items()])
+    return out
+
+
 GOAL_HEADER = ["suite", "goal", "strategy", "bar", "ours (95% CI)", "verdict"]
 
 
@@ -295,6 +333,10 @@ def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
 
 def markdown(study: Study) -> str:
     out = []
+    for metric, (header, body) in headline(study).items():
+        out += [f"**Across suites: the paired difference in {_header(metric)}** (mean +- 95% CI "
+                f"over seeds; blank: the suite has no such contrast)", ""]
+        out += _md_table(header, body) + [""]
     for suite, (header, body) in cells(study).items():
         out += [f"**{suite}** (mean +- 95% CI over seeds; the difference is paired by seed)", ""]
         out += _md_table(header, body) + [""]

@@ -5,7 +5,7 @@ import pytest
 from comet_cl import results as res
 from comet_cl.config import ConfigError, parse_suite
 from comet_cl.contract import read_suites
-from comet_cl.study import markdown, tables
+from comet_cl.study import headline, markdown, tables
 from conftest import write_finished_run
 
 T95_3 = 4.303  # t quantile, 2 degrees of freedom
@@ -111,6 +111,35 @@ def test_a_contrast_can_name_another_suites_strategy_paired_by_seed(tmp_path):
     other = next(r for r in tables(read_suites([tmp_path / "diag", tmp_path / "other"])).rows
                  if r.strategy == "comet")
     assert other.verdict("acc") == "not paired: parent runs other streams"
+
+
+def test_the_headline_reads_each_contrast_across_the_suites_that_decide_on_the_same_metric(
+        tmp_path):
+    """One row per contrast, one column per suite; a suite deciding on another metric (the
+    learning-speed stream's LCA) is left out, and a contrast a suite lacks is blank."""
+    naive = [0.50, 0.60, 0.70]
+    a = {**_spec({"contrasts": {"comet": "naive", "comet-ewc": "ewc"}}), "name": "a"}
+    _write(tmp_path / "a", a, [("naive", s, x, [(0, 0.1)]) for s, x in enumerate(naive)]
+           + [("comet", s, x + 0.02, [(0, 0.1)]) for s, x in enumerate(naive)])
+    b = {**_spec({"contrasts": {"comet": "naive"}}), "name": "b"}
+    _write(tmp_path / "b", b, [("naive", s, x, [(0, 0.1)]) for s, x in enumerate(naive)]
+           + [("comet", s, x + d, [(0, 0.1)]) for s, (x, d) in enumerate(zip(naive, [.01, -.01, 0]))])
+    c = {**_spec({"metrics": ["lca", "acc"], "contrasts": {"comet": "naive"}}), "name": "c"}
+    _write(tmp_path / "c", c, [("naive", 0, 0.5, [(0, 0.1)]), ("comet", 0, 0.6, [(0, 0.2)])])
+    study = tables(read_suites([tmp_path / "a", tmp_path / "b", tmp_path / "c"]))
+    header, body = headline(study)["acc"]
+    assert header == ["acc: strategy vs contrast", "a", "b"] and list(headline(study)) == ["acc"]
+    assert body == [["comet vs naive", "2.00 +- 0.00 better", "0.00 +- 2.48 unresolved"],
+                    ["comet-ewc vs ewc", "not run yet", ""]]
+    text = markdown(study)
+    assert "| comet vs naive | 2.00 +- 0.00 better | 0.00 +- 2.48 unresolved |" in text
+    assert text.index("Across suites") < text.index("**a**")
+    _write(tmp_path / "b", b, [("naive", s, 0.5, [(0, 0.1)]) for s in range(2)]
+           + [("comet", s, 0.6, [(0, 0.1)]) for s in range(2)])  # b's seed 2 gone: 2 seeds
+    (res.run_dir(tmp_path / "b", "split-mnist", "comet", 2) / "summary.json").unlink()
+    _, body = headline(tables(read_suites([tmp_path / "a", tmp_path / "b"])))["acc"]
+    assert body[0][2] == "10.00 +- 0.00 (2 seeds: no claim)"
+    assert "Across suites" not in markdown(tables(read_suites([tmp_path / "a"])))  # one suite
 
 
 @pytest.mark.parametrize("study, match", [
