@@ -331,11 +331,15 @@ def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(row) + " |" for row in body])
 
 
+HEADLINE_NOTE = ("Each cell: the paired difference (mean +- 95% CI over seeds) and the direction "
+                 "its interval resolves; blank: the suite has no such contrast.")
+
+
 def markdown(study: Study) -> str:
     out = []
     for metric, (header, body) in headline(study).items():
-        out += [f"**Across suites: the paired difference in {_header(metric)}** (mean +- 95% CI "
-                f"over seeds; blank: the suite has no such contrast)", ""]
+        out += [f"**Across suites: the paired difference in {_header(metric)}** ({HEADLINE_NOTE})",
+                ""]
         out += _md_table(header, body) + [""]
     for suite, (header, body) in cells(study).items():
         out += [f"**{suite}** (mean +- 95% CI over seeds; the difference is paired by seed)", ""]

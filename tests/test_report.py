@@ -342,6 +342,35 @@ def test_a_suite_with_a_study_gets_its_contrast_page_and_csv(tiny_results, tmp_p
     assert "no claim (2 paired seeds)" in page.extract_text()
 
 
+def test_suites_deciding_on_one_metric_get_a_page_and_csv_across_them(tiny_results, tmp_path):
+    """Two results folders whose studies decide on ACC: the report's study section opens with
+    the table across them (comet_cl.study.headline), one column per suite."""
+    folders = []
+    for name in ("tiny", "tiny-again"):
+        results = _copy(tiny_results, tmp_path / name)
+        suite = json.loads((results / "suite.json").read_text())
+        suite["spec"]["study"] = {"metrics": ["acc", "lca"], "contrasts": {"comet": "naive"}}
+        suite["name"] = suite["spec"]["name"] = name
+        (results / "suite.json").write_text(json.dumps(suite))
+        folders.append(results)
+    # the copy's runs still name the suite they were made by: the same runs, so the report
+    # keeps one of each and the second suite has none finished (a page that says so)
+    unfinished = build_report(folders, tmp_path / "unfinished.pdf")
+    assert "none of its runs has finished" in " ".join(_text(unfinished.pdf).split())
+    for config in folders[1].glob("runs/*/*/*/config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "suite": "tiny-again"}))
+    result = build_report(folders, tmp_path / "report.pdf")
+    across = pd.read_csv(result.pdf.with_name("report-study-across-acc.csv"))
+    assert across.columns[0] == "acc: strategy vs contrast"  # then the suites' labels
+    assert [c.split(" (")[0] for c in across.columns[1:]] == ["tiny", "tiny-again"]
+    assert across.iloc[:, 0].tolist() == ["comet vs naive"]
+    assert across.iloc[0, 1] == across.iloc[0, 2] and across.iloc[0, 1].endswith("no claim)")
+    page = _page_with(result.pdf, "COMET study \u2014 across suites (acc)")
+    assert page < _page_with(result.pdf, "COMET study \u2014 tiny")
+    alone = build_report(folders[:1], tmp_path / "alone.pdf")
+    assert not alone.pdf.with_name("alone-study-across-acc.csv").exists()  # one suite: no table
+
+
 def test_a_protocol_suite_gets_its_reproduction_page_and_csv(tiny_results, tmp_path):
     results = _copy(tiny_results, tmp_path / "results")
     assert not build_report([results], tmp_path / "plain.pdf").pdf.with_name(

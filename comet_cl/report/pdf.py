@@ -137,7 +137,12 @@ def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: 
 
 def table_pages(title: str, table: pd.DataFrame, best: np.ndarray | None,
                 notes: Sequence[str]) -> list[Figure]:
-    """``table`` on as many pages as its rows need, with ``notes`` under it on each page."""
+    """``table`` on as many pages as its rows need, with ``notes`` under it on each page; an
+    empty one (a suite of the report none of whose runs has finished) is a page that says so."""
+    if table.empty:
+        fig = _page(title)
+        _notes(fig, ["Nothing to show yet: none of its runs has finished.", *notes], 0.88)
+        return [fig]
     pages, per_page = [], rows_per_page(notes)
     for start in range(0, max(len(table), 1), per_page):
         fig = _page(title if start == 0 else f"{title} (continued)")
@@ -392,7 +397,17 @@ def study_frames(study: comet_study.Study) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def headline_frames(study: comet_study.Study) -> dict[str, pd.DataFrame]:
+    """The study's tables across suites (comet_study.headline), one per deciding metric; none
+    unless two or more suites of the report decide on the same metric."""
+    return {metric: pd.DataFrame(body, columns=header)
+            for metric, (header, body) in comet_study.headline(study).items()}
+
+
 def study_pages(study: comet_study.Study) -> Iterator[Figure]:
+    for metric, frame in headline_frames(study).items():  # first: each contrast read across
+        yield from table_pages(f"COMET study \u2014 across suites ({metric})", frame, None,
+                               [comet_study.HEADLINE_NOTE, comet_study.NOTE])
     for name, frame in study_frames(study).items():  # on the page: 'difference' over '(lca)'
         frame = frame.rename(columns=lambda h: h.replace(" (", "\n("))
         yield from table_pages(f"COMET study \u2014 {name}", frame, None, [comet_study.NOTE])
@@ -484,8 +499,8 @@ def write_csvs(out_pdf: Path, raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.
                sweep: pd.DataFrame, study: comet_study.Study,
                reproduced: Sequence[reproduction.Row]) -> list[Path]:
     """The report's tables as CSV beside the PDF: runs, summary, one per stream, missing, the
-    validation sweep, the reproduction table and the COMET study (contrasts; goals) when
-    there are any."""
+    validation sweep, the reproduction table and the COMET study (contrasts; goals; across
+    suites, per deciding metric) when there are any."""
     frames = {"runs": raw, "summary": tables.summary_frame(agg), "missing": missing}
     frames |= {_slug(s): agg[agg.stream == s] for s in dict.fromkeys(agg.stream)}
     if not sweep.empty:
@@ -498,6 +513,7 @@ def write_csvs(out_pdf: Path, raw: pd.DataFrame, agg: pd.DataFrame, missing: pd.
         frames["study"] = pd.concat([f.assign(suite=name) for name, f in study_tables.items()])
     if goals is not None:
         frames["study-goals"] = goals
+    frames |= {f"study-across-{metric}": f for metric, f in headline_frames(study).items()}
     paths = []
     for suffix, frame in frames.items():
         path = out_pdf.with_name(f"{out_pdf.stem}-{suffix}.csv")
