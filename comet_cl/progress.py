@@ -12,11 +12,13 @@ The time left is measured, not guessed: the wall time between a run's logged pha
 experience, or joint's one phase), times the phases it has left. A run with no phase logged
 yet takes the median of the runs that cost the same (same stream, method, model and training
 budget: what a phase's time depends on, not the strategy's name); with none, it has no
-estimate and is counted as such.
+estimate and is counted as such. With several runs being run, it also gives the wall time
+when the processes at work go on taking the runs left (:func:`side_by_side`).
 """
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,6 +152,19 @@ def seconds_left(run: RunProgress, runs: list[RunProgress]) -> float | None:
     return None if per is None else (run.phases - run.done) * per
 
 
+def side_by_side(running: list[float], rest: list[float], workers: int) -> float:
+    """Wall seconds until the runs left are done when ``workers`` processes share them, as
+    `comet-cl run`'s workers (or several `comet-cl run` commands) do: each process takes the
+    next run as soon as its own ends. ``running``: the seconds left of the runs being run now,
+    one per process; ``rest``: the others', in the order they would be taken. Their measured
+    phase times already include the slowdown of running side by side."""
+    free = list(running) + [0.0] * max(0, workers - len(running))
+    heapq.heapify(free)
+    for seconds in rest:
+        heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free, default=0.0)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
@@ -194,6 +209,14 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
                      f"the {len(unfinished) - unknown} planned unfinished runs{star}"
                      + (f"; {unknown} without an estimate (no run of their cost has finished "
                         f"a phase)" if unknown else ""))
+        running = [r for r in unfinished if r.state == "running"]
+        if len(running) > 1:  # the wall time, when the processes now at work go on
+            lefts = {id(r): seconds_left(r, runs) for r in unfinished}
+            wall = side_by_side([lefts[id(r)] or 0.0 for r in running],
+                                [lefts[id(r)] or 0.0 for r in unfinished if r.state != "running"],
+                                len(running))
+            lines.append(f"  with {len(running)} runs side by side as now, each process taking "
+                         f"the next run when its own ends: about {_duration(wall)}")
         if any(r.state == "stopped" for r in unfinished):
             lines.append("  stopped runs resume from their last checkpoint")
     if unfinished or not_planned:

@@ -80,6 +80,25 @@ def test_status_reads_states_progress_and_the_time_left(out):
     assert folder.not_planned == [("permuted-mnist", "naive", 1), ("permuted-mnist", "wide", 1)]
 
 
+def test_the_wall_time_left_with_processes_side_by_side(out):
+    """Each process takes the next run when its own ends: 10 minutes left on one, nothing on
+    the other, then three runs of 5: the second process takes two of them, the first the
+    third at minute 10; all done at minute 15."""
+    assert progress.side_by_side([600.0], [300.0, 300.0, 300.0], 2) == 900.0
+    assert progress.side_by_side([], [300.0, 300.0], 1) == 600.0  # one process: the sum
+    assert progress.side_by_side([120.0, 60.0], [], 2) == 120.0
+    # two runs being run (this process holds both locks): the status says the wall time
+    seed0, seed1 = (res.run_dir(out, "permuted-mnist", "comet", s) for s in (0, 1))
+    with res.RunLock(seed0), res.RunLock(seed1):
+        text = progress.render(progress.scan(out))
+    # comet 0: 8 minutes left (2 phases of 4), comet 1: 8 (4 phases of 2, borrowed), then
+    # the tuning run's 3 phases of 1 minute start at minute 8: all by minute 11 (the run of
+    # unknown cost adds nothing, as in the sum, whose line says so)
+    assert "with 2 runs side by side as now, each process taking the next run when its own " \
+           "ends: about 11 min" in text
+    assert "about 19 min of training, one run at a time" in text
+
+
 def test_a_phase_resumed_part_way_is_not_timed(out):
     folder = res.run_dir(out, "permuted-mnist", "comet", 0)  # phases of 3 and 5 minutes
     t = T0 + timedelta(hours=1)
