@@ -281,6 +281,10 @@ def cells(study: Study) -> dict[str, tuple[list[str], list[list[str]]]]:
     return out
 
 
+HEADLINE_NOTE = ("Each cell: the paired difference (mean +- 95% CI over seeds) and the direction "
+                 "its interval resolves; blank: the suite has no such contrast.")
+
+
 def _headline_cell(row: Row, metric: str) -> str:
     """A contrast's paired difference in a headline cell: the estimate and, in one word, what
     its interval resolves (or why nothing is claimed)."""
@@ -329,10 +333,6 @@ def goal_cells(goals: list[Goal]) -> list[list[str]]:
 def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
             + ["| " + " | ".join(row) + " |" for row in body])
-
-
-HEADLINE_NOTE = ("Each cell: the paired difference (mean +- 95% CI over seeds) and the direction "
-                 "its interval resolves; blank: the suite has no such contrast.")
 
 
 def markdown(study: Study) -> str:
