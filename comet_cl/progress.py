@@ -184,11 +184,12 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
             lines.append(f"  {what + ':':<13} {', '.join(counts)}")
     shown = [r for r in runs if show_finished or r.state != "finished"]
     total, borrowed, unknown = 0.0, False, 0
+    left_of = {r.folder: seconds_left(r, runs) for r in runs if r.state != "finished"}
     if shown:
         lines += ["", f"  {'state':<9}{'done':>7}{'min/phase':>11}{'left':>10}  run"]
     for r in shown:
         per, guessed = seconds_per_phase(r, runs)
-        left = seconds_left(r, runs)
+        left = left_of.get(r.folder)
         if r.state != "finished":
             borrowed |= guessed
             unknown += left is None
@@ -211,10 +212,9 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
                         f"a phase)" if unknown else ""))
         running = [r for r in unfinished if r.state == "running"]
         if len(running) > 1:  # the wall time, when the processes now at work go on
-            lefts = {id(r): seconds_left(r, runs) for r in unfinished}
-            wall = side_by_side([lefts[id(r)] or 0.0 for r in running],
-                                [lefts[id(r)] or 0.0 for r in unfinished if r.state != "running"],
-                                len(running))
+            wall = side_by_side([left_of[r.folder] or 0.0 for r in running],
+                                [left_of[r.folder] or 0.0 for r in unfinished
+                                 if r.state != "running"], len(running))
             lines.append(f"  with {len(running)} runs side by side as now, each process taking "
                          f"the next run when its own ends: about {_duration(wall)}")
         if any(r.state == "stopped" for r in unfinished):

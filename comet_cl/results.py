@@ -196,7 +196,7 @@ class RunLock:
             except BlockingIOError:
                 held = os.read(fd, 4096).decode(errors="replace")
                 os.close(fd)
-                raise RunLocked(self.path.parent, _describe(held)) from None
+                raise RunLocked(self.path.parent, _describe(*_read_holder(held))) from None
             try:  # the file we locked may have been removed by a releasing holder: retry
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -235,7 +235,7 @@ def lock_holder(run_dir: Path) -> str | None:
     except OSError:
         return None  # no lock file: the holder released it (it is removed on release)
     host, pid = _read_holder(record)
-    who = _describe(record)
+    who = _describe(host, pid)
     if host is not None and host != socket.gethostname():
         return f"{who} (another host: not checked from here)"
     try:
@@ -278,8 +278,7 @@ def _read_holder(held: str) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _describe(held: str) -> str:
-    host, pid = _read_holder(held)
+def _describe(host: str | None, pid: int | None) -> str:
     return "another process" if host is None else f"pid {pid} on {host}"
 
 

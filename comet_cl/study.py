@@ -287,12 +287,11 @@ HEADLINE_NOTE = ("Each cell: the paired difference (mean +- 95% CI over seeds) a
 
 def _headline_cell(row: Row, metric: str) -> str:
     """A contrast's paired difference in a headline cell: the estimate and, in one word, what
-    its interval resolves (or why nothing is claimed)."""
+    its interval resolves (or why nothing is claimed); without a difference, the verdict says
+    why (not paired, and why; not run yet)."""
     d = (row.paired or {}).get(metric)
-    if row.unpaired:
-        return "not paired"
-    if d is None:
-        return "not run yet"
+    if row.unpaired or d is None:
+        return row.verdict(metric)
     if d.n < MIN_SEEDS:
         return f"{d.text(2)} ({d.n} seed{'s' if d.n != 1 else ''}: no claim)"
     return f"{d.text(2)} {row.direction(metric) or 'unresolved'}"
