@@ -136,12 +136,12 @@ def _draw_table(fig: Figure, table: pd.DataFrame, best: np.ndarray | None, top: 
 
 
 def table_pages(title: str, table: pd.DataFrame, best: np.ndarray | None,
-                notes: Sequence[str]) -> list[Figure]:
+                notes: Sequence[str], empty: str = "Nothing to show.") -> list[Figure]:
     """``table`` on as many pages as its rows need, with ``notes`` under it on each page; an
-    empty one (a suite of the report none of whose runs has finished) is a page that says so."""
+    empty one is a page saying ``empty`` (the caller knows why it is empty), then the notes."""
     if table.empty:
         fig = _page(title)
-        _notes(fig, ["Nothing to show yet: none of its runs has finished.", *notes], 0.88)
+        _notes(fig, [empty, *notes], 0.88)
         return [fig]
     pages, per_page = [], rows_per_page(notes)
     for start in range(0, max(len(table), 1), per_page):
@@ -453,7 +453,9 @@ def pages(folders: Sequence[Path], suites: Sequence[Suite], runs: Sequence[Run],
                             summary_pages(group, agg[agg.group == group]))
         table, notes = tables.strategies_table([r for r in runs if r.group == group])
         yield from _section(f"Strategies \u2014 {group}",
-                            table_pages(f"Strategies \u2014 {group}", table, None, notes))
+                            table_pages(f"Strategies \u2014 {group}", table, None, notes,
+                                        empty="Nothing to show yet: none of its runs has "
+                                              "finished."))
     if reproduced:
         yield from _section("Reproduction: published figures", reproduction_pages(reproduced))
     if study.columns:
