@@ -43,8 +43,9 @@ def test_suite_time_refuses_a_folder_that_is_not_results_in_one_line(tmp_path, c
     assert stop.value.code == 2 and "not a comet-cl results folder" in err and "Traceback" not in err
 
 
-def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher(capsys):
-    """Two updates instead of 5,000: the real data, models and Fisher, only not trained."""
+def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher_and_si_omega(capsys):
+    """Two updates instead of 5,000: the real data, models, Fisher and SI importance, only
+    not trained."""
     from conftest import require_data
     require_data("mnist")
     fisher_scale = _script("fisher_scale", "benchmarks/diagnostics/fisher_scale.py")
@@ -56,3 +57,10 @@ def test_fisher_scale_trains_both_models_and_reports_each_layers_fisher(capsys):
     assert all(s > 0 for s in sums)
     # the fixed router is buffers, not parameters: it has no Fisher
     assert out.count("blocks.0.layer.weight") == 2 and "router" not in out
+    # SI's path integral follows the two updates: every model's importance is positive, and
+    # every trained parameter gets its own omega beside its Fisher
+    omegas = [float(line.rsplit("omega sum", 1)[1]) for line in out.splitlines()
+              if "SI omega sum" in line]
+    assert len(omegas) == 2 and all(o > 0 for o in omegas)
+    params = [line for line in out.splitlines() if "nonzero" in line]
+    assert params and all("omega sum" in line for line in params)

@@ -1,4 +1,4 @@
-"""How large is the EWC Fisher of a COMET model against a dense one of its width?
+"""How large are EWC's Fisher and SI's importance for a COMET model, against a dense net?
 
 Issue 13's permuted-MNIST second stage found COMET + EWC's validation optimum at lambda 1e4,
 ten times above the dense EWC's (1e3). The EWC penalty is lambda * F * (theta - theta*)^2, so
@@ -12,6 +12,12 @@ mode: what the ``ewc`` preset uses) on 2,000 of the task's training images. It p
 validation accuracy (on the held-out fraction, as the sweep's) and, per parameter, the
 Fisher's mean, sum and the fraction of entries above zero.
 
+SI's importance (twenty-fifth session) comes from the same training pass: comet-cl's own
+``SI`` plugin with the ``si`` preset's damping (eps 0.1) follows every update, as it does in a
+run, and its omega after the task is printed beside the Fisher. COMET + SI's validation
+optimum lies at c 1, ten times *below* the dense SI's (c 10, at 2 x 1000), the other way from
+EWC's lambda; the omega sums say whether its importance is larger, or only placed elsewhere.
+
 Run: ``python benchmarks/diagnostics/fisher_scale.py`` (``--updates N``, ``--fisher-samples N``,
 ``--data-root DIR``; about 13 minutes of one core at 5,000 updates, longer beside other runs).
 """
@@ -24,10 +30,13 @@ import time
 import torch
 import torch.nn.functional as F
 
+from types import SimpleNamespace
+
 from comet_cl.config import load_suite
 from comet_cl.methods.ewc import fisher_diagonal
+from comet_cl.methods.si import SI
 from comet_cl.models import build_model
-from comet_cl.strategies import make_optimizer
+from comet_cl.strategies import load_preset, make_optimizer
 from comet_cl.streams import StreamSpec, experience_images, input_shape
 
 SUITE = "vandeven-permuted-mnist"
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         # unfused: the one-kernel step the suite asks for differs in the last bits only, and
         # reports/diagnostics/fisher-scale.txt was made with the ordinary step
         opt = make_optimizer(model, {**train_cfg, "fused": False})
+        si = SI(si_c=0.0, eps=load_preset("si").params["eps"])  # c 0: importance only
+        run = SimpleNamespace(model=model)  # the one attribute SI's hooks read
+        si.before_training_exp(run)
         g = torch.Generator().manual_seed(0)
         start = time.time()
         model.train()
@@ -66,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            si.after_update(run)
+        si.after_training_exp(run)
+        omega = dict(zip(si.names, si.omega))
         model.eval()
         xv, yv, _ = valid.gather(torch.arange(len(valid)))
         with torch.no_grad():
@@ -75,9 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         total = sum(v.sum().item() for v in fisher.values())
         print(f"{label}: {updates} updates {time.time() - start:.0f}s, "
               f"valid acc {100 * acc:.2f}, Fisher sum {total:.4g}", flush=True)
+        print(f"  SI omega sum {sum(o.sum().item() for o in omega.values()):.4g}", flush=True)
         for name, v in fisher.items():  # trained parameters only: the router's are buffers
             print(f"  {name:24s} mean {v.mean().item():.3e}  sum {v.sum().item():.3e}  "
-                  f"nonzero {(v > 0).float().mean().item():.3f}", flush=True)
+                  f"nonzero {(v > 0).float().mean().item():.3f}  "
+                  f"omega sum {omega[name].sum().item():.3e}", flush=True)
 
 
 if __name__ == "__main__":
