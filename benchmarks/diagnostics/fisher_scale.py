@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-
-from types import SimpleNamespace
 
 from comet_cl.config import load_suite
 from comet_cl.methods.ewc import fisher_diagonal
