@@ -36,7 +36,9 @@ class RunProgress:
     """One run folder's state. ``done`` of ``phases`` training phases are finished;
     ``seconds_per_phase`` is this run's measured wall time per phase (None before its first);
     ``holder`` names the process running it; ``acc`` is a finished run's final ACC (on the
-    validation split for a tuning run)."""
+    validation split for a tuning run). ``restarts``: a stopped run whose logged phases have
+    no checkpoint to resume from (a folder copied or cloned without it): it starts over, so
+    ``done`` is 0."""
 
     folder: Path
     config: RunConfig
@@ -47,6 +49,7 @@ class RunProgress:
     seconds_per_phase: float | None
     holder: str | None
     acc: float | None
+    restarts: bool = False
 
     @property
     def cost_key(self) -> tuple:
@@ -86,7 +89,7 @@ def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
     events = res.read_events(folder)
     summary_path = folder / res.SUMMARY_FILE
     summary = RunSummary.read(summary_path) if summary_path.is_file() else None
-    holder, acc = None, None
+    holder, acc, restarts = None, None, False
     if summary is not None:
         state, phases, done = "finished", len(summary.R), len(summary.R)
         acc = summary.metrics.get("acc")
@@ -97,10 +100,12 @@ def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
         done = len({e.get("experience") for e in events if e.get("event") == "experience"})
         holder = res.lock_holder(folder)
         state = "running" if holder else ("stopped" if events else "waiting")
+        if state == "stopped" and done and not (folder / res.CHECKPOINT_FILE).exists():
+            restarts, done = True, 0
     gaps = _phase_seconds(events)
     return RunProgress(folder=folder, config=config, tuning=tuning, state=state, done=done,
                        phases=phases, seconds_per_phase=statistics.mean(gaps) if gaps else None,
-                       holder=holder, acc=acc)
+                       holder=holder, acc=acc, restarts=restarts)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,7 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
         per_text = "-" if per is None else f"{per / 60:.1f}{'*' if guessed else ''}"
         left_text = ("" if r.state == "finished" else "-" if left is None else _duration(left))
         extra = (f"  {r.holder}" if r.holder else
+                 "  no checkpoint: starts over" if r.restarts else
                  f"  ACC {100 * r.acc:.2f}{' (validation)' if r.tuning else ''}"
                  if r.acc is not None else "")
         lines.append(f"  {r.state:<9}{f'{r.done}/{r.phases}':>7}{per_text:>11}"
@@ -218,7 +224,10 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
             lines.append(f"  with {len(running)} runs side by side as now, each process taking "
                          f"the next run when its own ends: about {_duration(wall)}")
         if any(r.state == "stopped" for r in unfinished):
-            lines.append("  stopped runs resume from their last checkpoint")
+            over = sum(r.restarts for r in unfinished)
+            lines.append("  stopped runs resume from their last checkpoint"
+                         + (f"; {over} without one (a folder copied or cloned without its "
+                            f"checkpoints) start over" if over else ""))
     if unfinished or not_planned:
         lines.append(f"  go on with: {folder.resume_command}")
     if not_planned:

@@ -134,6 +134,19 @@ def repair_events(run_dir: Path) -> None:
             f.truncate(raw.rfind(b"\n") + 1)
 
 
+def restart_events(run_dir: Path) -> int:
+    """Empty the log of a run that starts from nothing although phases were logged: its
+    checkpoint is gone (a folder copied or cloned without it: checkpoints are not kept in
+    git), so those phases are trained again, and rows of the lost attempt would stand twice
+    beside the new ones. Returns how many phases the lost attempt had logged (call under the
+    lock)."""
+    lost = len({e.get("experience") for e in read_events(run_dir)
+                if e.get("event") == "experience"})
+    if lost:
+        atomic_write_bytes(Path(run_dir) / EVENTS_FILE, b"")
+    return lost
+
+
 def read_events(run_dir: Path) -> list[dict]:
     """The run's event log; a torn last line (a kill mid-append) is skipped."""
     path = Path(run_dir) / EVENTS_FILE

@@ -406,9 +406,12 @@ def _execute(folder: Path, *, data_root, device: str, on_start, on_step, log=())
     # which methods train jointly
     phases = [bench.train_stream] if joint else list(bench.train_stream)
     if state is None:
+        lost = res.restart_events(folder)
         R0, R, done = recorder.evaluate(strategy), [], 0
         res.append_event(folder, {"event": "started", "time": _now(), "device": str(dev),
-                                  "phases": len(phases)})
+                                  "phases": len(phases),
+                                  **({"restarted": f"no checkpoint: the {lost} phases logged "
+                                                   f"before are trained again"} if lost else {})})
     else:
         R0, R, done = state["R0"], state["R"], state["done"]
         strategy.clock.__dict__.update(state["clock"])

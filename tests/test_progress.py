@@ -27,11 +27,13 @@ def _config(seed, name, widths=(100,), tuning=False):
 
 
 def _run(out, name, seed, *, minutes=(), phases=4, finished=False, widths=(100,),
-         tuning=False):
+         tuning=False, checkpoint=False):
     """A run folder as the runner leaves it: 'started', then one 'experience' event per
-    entry of ``minutes`` (the wall minutes each phase took)."""
+    entry of ``minutes`` (the wall minutes each phase took), and a checkpoint if asked."""
     folder = res.run_dir(out / "sweep" if tuning else out, "permuted-mnist", name, seed)
     res.atomic_write_json(folder / "config.json", _config(seed, name, widths, tuning))
+    if checkpoint:
+        (folder / res.CHECKPOINT_FILE).write_bytes(b"status reads only that it exists")
     if minutes or finished:
         t = T0
         res.append_event(folder, {"event": "started", "time": t.isoformat(), "phases": phases})
@@ -52,10 +54,10 @@ def out(tmp_path):
     out.mkdir()
     res.atomic_write_json(out / "suite.json", {"name": "s", "spec": SPEC})
     _run(out, "naive", 0, minutes=[2, 2, 2, 2], finished=True)
-    _run(out, "comet", 0, minutes=[3, 5])   # stopped half-way (no lock)
+    _run(out, "comet", 0, minutes=[3, 5], checkpoint=True)   # stopped half-way (no lock)
     _run(out, "comet", 1)                   # waiting: planned, never started
     _run(out, "wide", 0, widths=(900,))     # waiting, and nothing of its cost has run
-    _run(out, "comet@p_k=0.1", 0, minutes=[1], tuning=True)
+    _run(out, "comet@p_k=0.1", 0, minutes=[1], tuning=True, checkpoint=True)
     return out
 
 
@@ -78,6 +80,21 @@ def test_status_reads_states_progress_and_the_time_left(out):
     assert progress.seconds_left(runs[("comet", 1)], everything) == 480.0
     assert progress.seconds_left(runs[("wide", 0)], everything) is None
     assert folder.not_planned == [("permuted-mnist", "naive", 1), ("permuted-mnist", "wide", 1)]
+
+
+def test_a_stopped_run_without_its_checkpoint_is_shown_to_start_over(out):
+    """A results folder cloned from git has its logs but no checkpoints: the phases it logged
+    are trained again, and the status says so instead of promising a resume."""
+    folder = res.run_dir(out, "permuted-mnist", "comet", 0)  # 2 of 4 phases, 4 min each
+    (folder / res.CHECKPOINT_FILE).unlink()
+    state = progress.read_progress(folder)
+    assert (state.state, state.done, state.restarts) == ("stopped", 0, True)
+    assert progress.seconds_left(state, progress.scan(out).runs) == 4 * 240.0
+    text = progress.render(progress.scan(out))
+    assert "  stopped      0/4        4.0    16 min  runs/permuted-mnist/comet/seed-0  " \
+           "no checkpoint: starts over" in text
+    assert "stopped runs resume from their last checkpoint; 1 without one (a folder copied " \
+           "or cloned without its checkpoints) start over" in text
 
 
 def test_the_wall_time_left_with_processes_side_by_side(out):

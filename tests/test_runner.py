@@ -317,6 +317,35 @@ def test_a_kill_between_checkpoint_and_event_row_leaves_each_row_once(tmp_path, 
                                                         "summary.json"]
 
 
+def test_a_run_whose_checkpoint_is_gone_starts_over_with_a_clean_log(tmp_path, monkeypatch):
+    """A folder copied or cloned without its checkpoint (checkpoints stay out of git): the
+    logged phase is trained again, and its row stands once, not twice."""
+    from comet_cl import results
+    from comet_cl.runner import execute_run
+    folder = planned(tmp_path)
+    clean = execute_run(planned(tmp_path / "clean"))
+    real_append = results.append_event
+
+    def killed_at_second_experience_row(run_dir, event):
+        if event.get("experience") == 1:
+            raise KeyboardInterrupt
+        real_append(run_dir, event)
+
+    monkeypatch.setattr(results, "append_event", killed_at_second_experience_row)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(folder)
+    monkeypatch.setattr(results, "append_event", real_append)
+    assert events(folder) == [("started", None), ("experience", 0)]
+    (folder / "checkpoint.pt").unlink()
+
+    summary = execute_run(folder)
+    assert events(folder) == [("started", None), ("experience", 0), ("experience", 1),
+                              ("finished", None)]
+    first = json.loads((folder / "events.jsonl").read_text().splitlines()[0])
+    assert first["restarted"] == "no checkpoint: the 1 phases logged before are trained again"
+    assert numbers(summary) == numbers(clean)  # started over from nothing: the same run
+
+
 def test_a_kill_right_after_the_summary_is_tidied_on_the_next_start(tmp_path):
     from comet_cl.runner import execute_run
     folder = planned(tmp_path)
