@@ -130,15 +130,24 @@ class FolderStatus:
 
 
 def scan(out: Path) -> FolderStatus:
-    """Read results folder ``out``: suite.json once, then its final runs and its tuning runs."""
+    """Read results folder ``out``: suite.json once, then its final runs and its tuning runs.
+    While a suite's first sweep runs, only OUT/sweep has a suite.json (the runner writes
+    OUT's when it plans the final runs, from the sweep's choice): then the tuning runs are
+    shown, and the final runs are not counted yet."""
     out = Path(out)
-    meta = res.read_suite_file(out)  # a folder that is no results folder is named as such
-    expected = expected_runs(meta.get("spec", {}), out / res.SUITE_FILE)
+    tuning = out / SWEEP_FOLDER
+    if not (out / res.SUITE_FILE).is_file() and (tuning / res.SUITE_FILE).is_file():
+        meta = res.read_suite_file(tuning)
+        name, expected = meta.get("name", "").removesuffix(res.TUNING_SUFFIX), []
+    else:
+        meta = res.read_suite_file(out)  # a folder that is no results folder is named as such
+        name = meta.get("name", "")
+        expected = expected_runs(meta.get("spec", {}), out / res.SUITE_FILE)
     runs = [read_progress(f) for f in res.run_folders(out)]
-    runs += [read_progress(f, tuning=True) for f in res.run_folders(out / SWEEP_FOLDER)]
+    runs += [read_progress(f, tuning=True) for f in res.run_folders(tuning)]
     planned = {(r.config.stream_name, r.config.strategy_name, r.config.seed)
                for r in runs if not r.tuning}
-    return FolderStatus(out, meta.get("name", ""), runs, [k for k in expected if k not in planned])
+    return FolderStatus(out, name, runs, [k for k in expected if k not in planned])
 
 
 def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float | None, bool]:

@@ -37,6 +37,7 @@ EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = "run.lock"
+TUNING_SUFFIX = "-sweep"  # a suite's tuning runs form a suite named like it, with this added
 TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes leaves behind when killed mid-write
 
 

@@ -95,7 +95,7 @@ def tuning_suite(suite: dict, at: dict | None = None) -> dict | None:
         return None
     streams = [{**e, "stream": {**e["stream"], "valid_fraction": sweep["valid_fraction"]}}
                for e in suite["streams"]]
-    return {**suite, "name": f"{suite['name']}-sweep", "seeds": list(sweep["seeds"]),
+    return {**suite, "name": suite["name"] + res.TUNING_SUFFIX, "seeds": list(sweep["seeds"]),
             "streams": streams, "strategies": entries, "sweep": None,
             "eval": {**suite["eval"], "split": "valid"}}
 

@@ -97,6 +97,23 @@ def test_a_stopped_run_without_its_checkpoint_is_shown_to_start_over(out):
            "or cloned without its checkpoints) start over" in text
 
 
+def test_status_works_while_the_first_sweep_runs(tmp_path):
+    """Until the sweep has chosen, only OUT/sweep holds a suite.json: the status shows the
+    tuning runs instead of calling the folder no results folder."""
+    out = tmp_path / "out"
+    res.atomic_write_json(out / "sweep" / "suite.json", {"name": "s-sweep", "spec": SPEC})
+    _run(out, "comet@p_k=0.1", 0, minutes=[2], tuning=True, checkpoint=True)
+    _run(out, "comet@p_k=0.5", 0, tuning=True)
+    folder = progress.scan(out)
+    assert folder.suite == "s" and folder.not_planned == []
+    assert sorted((r.config.strategy_name, r.state, r.tuning) for r in folder.runs) == [
+        ("comet@p_k=0.1", "stopped", True), ("comet@p_k=0.5", "waiting", True)]
+    assert "  tuning runs:  0 finished, 0 running, 1 stopped, 1 waiting" in \
+        progress.render(folder).splitlines()
+    with pytest.raises(res.ResultsError, match="not a comet-cl results folder"):
+        progress.scan(tmp_path / "empty")  # neither suite.json: still refused
+
+
 def test_the_wall_time_left_with_processes_side_by_side(out):
     """Each process takes the next run when its own ends: 10 minutes left on one, nothing on
     the other, then three runs of 5: the second process takes two of them, the first the
