@@ -28,7 +28,7 @@ from comet_cl import results as res
 from comet_cl.contract import RunConfig, RunSummary, expected_runs
 
 STATES = ("finished", "running", "stopped", "waiting")
-SWEEP_FOLDER = "sweep"  # where the runner files a suite's tuning runs (OUT/sweep)
+SWEEP_FOLDER = res.TUNING_DIR  # where the runner files a suite's tuning runs (OUT/sweep)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def read_progress(folder: Path, tuning: bool = False) -> RunProgress:
         # a run started before the runner logged its phase count: one phase per experience
         announced = [e["phases"] for e in events if isinstance(e.get("phases"), int)]
         phases = announced[-1] if announced else int(config.stream.get("n_experiences", 0))
-        done = len({e.get("experience") for e in events if e.get("event") == "experience"})
+        done = len(res.logged_experiences(events))
         holder = res.lock_holder(folder)
         state = "running" if holder else ("stopped" if events else "waiting")
         if state == "stopped" and done and not (folder / res.CHECKPOINT_FILE).exists():

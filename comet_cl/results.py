@@ -37,7 +37,8 @@ EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = "run.lock"
-TUNING_SUFFIX = "-sweep"  # a suite's tuning runs form a suite named like it, with this added
+TUNING_DIR = "sweep"  # a suite's tuning runs live in OUT/sweep, a results folder of their own
+TUNING_SUFFIX = "-sweep"  # ... whose suite is named like the suite, with this added
 TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes leaves behind when killed mid-write
 
 
@@ -141,11 +142,15 @@ def restart_events(run_dir: Path) -> int:
     git), so those phases are trained again, and rows of the lost attempt would stand twice
     beside the new ones. Returns how many phases the lost attempt had logged (call under the
     lock)."""
-    lost = len({e.get("experience") for e in read_events(run_dir)
-                if e.get("event") == "experience"})
+    lost = len(logged_experiences(read_events(run_dir)))
     if lost:
         atomic_write_bytes(Path(run_dir) / EVENTS_FILE, b"")
     return lost
+
+
+def logged_experiences(events: list[dict]) -> set:
+    """The experiences whose 'experience' row the log holds (each phase logs one)."""
+    return {e.get("experience") for e in events if e.get("event") == "experience"}
 
 
 def read_events(run_dir: Path) -> list[dict]:

@@ -360,8 +360,7 @@ def _finish(folder: Path, summary: dict) -> None:
 def _log_missing_experiences(folder: Path, R: list, train_time: list) -> None:
     """A checkpoint is saved before its 'experience' event: a kill between the two leaves
     the row missing; a resumed run writes it from the checkpoint, so each row is there once."""
-    logged = {e.get("experience") for e in res.read_events(folder)
-              if e.get("event") == "experience"}
+    logged = res.logged_experiences(res.read_events(folder))
     for i, row in enumerate(R):
         if i not in logged:
             res.append_event(folder, {"event": "experience", "time": _now(), "experience": i,

@@ -38,7 +38,7 @@ from comet_cl.config import (MODEL_KEYS, TRAIN_KEYS, ConfigError, dump_toml, loa
 from comet_cl.contract import iter_stored_runs
 from comet_cl.metrics import acc as final_acc
 
-SWEEP_DIR = "sweep"
+SWEEP_DIR = res.TUNING_DIR
 SWEEP_FILE = "sweep.json"
 RULE = ("the grid point with the highest final average accuracy (ACC) on the validation "
         "splits, averaged over the sweep's seeds; a tie goes to the point listed first")
