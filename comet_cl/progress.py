@@ -162,8 +162,11 @@ def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float 
 
 def seconds_left(run: RunProgress, runs: list[RunProgress]) -> float | None:
     """Wall seconds of training the run has left (None when nothing measured says)."""
-    per, _ = seconds_per_phase(run, runs)
-    return None if per is None else (run.phases - run.done) * per
+    return _left(run, seconds_per_phase(run, runs)[0])
+
+
+def _left(run: RunProgress, per_phase: float | None) -> float | None:
+    return None if per_phase is None else (run.phases - run.done) * per_phase
 
 
 def side_by_side(running: list[float], rest: list[float], workers: int) -> float:
@@ -198,11 +201,12 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
             lines.append(f"  {what + ':':<13} {', '.join(counts)}")
     shown = [r for r in runs if show_finished or r.state != "finished"]
     total, borrowed, unknown = 0.0, False, 0
-    left_of = {r.folder: seconds_left(r, runs) for r in runs if r.state != "finished"}
+    timing = {r.folder: seconds_per_phase(r, runs) for r in shown}  # every unfinished run is shown
+    left_of = {r.folder: _left(r, timing[r.folder][0]) for r in runs if r.state != "finished"}
     if shown:
         lines += ["", f"  {'state':<9}{'done':>7}{'min/phase':>11}{'left':>10}  run"]
     for r in shown:
-        per, guessed = seconds_per_phase(r, runs)
+        per, guessed = timing[r.folder]
         left = left_of.get(r.folder)
         if r.state != "finished":
             borrowed |= guessed
@@ -221,10 +225,12 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
         lines.append("")
         star = (" (* timed from runs of the same stream, method, model and budget)"
                 if borrowed else "")
-        lines.append(f"  left: about {_duration(total)} of training, one run at a time, for "
+        no_estimate = (f"{unknown} without an estimate (no run of their cost has finished a "
+                       f"phase)")
+        lines.append(f"  left: {no_estimate}" if unknown == len(unfinished) else
+                     f"  left: about {_duration(total)} of training, one run at a time, for "
                      f"the {len(unfinished) - unknown} planned unfinished runs{star}"
-                     + (f"; {unknown} without an estimate (no run of their cost has finished "
-                        f"a phase)" if unknown else ""))
+                     + (f"; {no_estimate}" if unknown else ""))
         running = [r for r in unfinished if r.state == "running"]
         if len(running) > 1:  # the wall time, when the processes now at work go on
             wall = side_by_side([left_of[r.folder] or 0.0 for r in running],

@@ -114,6 +114,18 @@ def test_status_works_while_the_first_sweep_runs(tmp_path):
         progress.scan(tmp_path / "empty")  # neither suite.json: still refused
 
 
+def test_status_without_any_timing_says_so_instead_of_about_0_min(tmp_path):
+    """Before any run of their cost has finished a phase, no time is promised."""
+    out = tmp_path / "out"
+    res.atomic_write_json(out / "sweep" / "suite.json", {"name": "s-sweep", "spec": SPEC})
+    _run(out, "comet@p_k=0.1", 0, tuning=True)
+    _run(out, "comet@p_k=0.5", 0, tuning=True)
+    text = progress.render(progress.scan(out))
+    assert "  left: 2 without an estimate (no run of their cost has finished a phase)" in \
+        text.splitlines()
+    assert "about 0 min" not in text and "0 planned" not in text
+
+
 def test_the_wall_time_left_with_processes_side_by_side(out):
     """Each process takes the next run when its own ends: 10 minutes left on one, nothing on
     the other, then three runs of 5: the second process takes two of them, the first the
