@@ -197,7 +197,9 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
         counts = [f"{sum(r.state == s for r in group)} {s}" for s in STATES]
         if not tuning and not_planned:
             counts.append(f"{len(not_planned)} not planned yet")
-        if group or not tuning:
+        if not tuning and not group and not not_planned and runs:  # a first sweep at work
+            lines.append(f"  {what + ':':<13} none yet: planned once the sweep has chosen")
+        elif group or not tuning:
             lines.append(f"  {what + ':':<13} {', '.join(counts)}")
     shown = [r for r in runs if show_finished or r.state != "finished"]
     total, borrowed, unknown = 0.0, False, 0

@@ -108,8 +108,9 @@ def test_status_works_while_the_first_sweep_runs(tmp_path):
     assert folder.suite == "s" and folder.not_planned == []
     assert sorted((r.config.strategy_name, r.state, r.tuning) for r in folder.runs) == [
         ("comet@p_k=0.1", "stopped", True), ("comet@p_k=0.5", "waiting", True)]
-    assert "  tuning runs:  0 finished, 0 running, 1 stopped, 1 waiting" in \
-        progress.render(folder).splitlines()
+    lines = progress.render(folder).splitlines()
+    assert "  tuning runs:  0 finished, 0 running, 1 stopped, 1 waiting" in lines
+    assert "  final runs:   none yet: planned once the sweep has chosen" in lines
     with pytest.raises(res.ResultsError, match="not a comet-cl results folder"):
         progress.scan(tmp_path / "empty")  # neither suite.json: still refused
 
