@@ -28,7 +28,6 @@ from comet_cl import results as res
 from comet_cl.contract import RunConfig, RunSummary, expected_runs
 
 STATES = ("finished", "running", "stopped", "waiting")
-SWEEP_FOLDER = res.TUNING_DIR  # where the runner files a suite's tuning runs (OUT/sweep)
 
 
 @dataclass(frozen=True)
@@ -118,6 +117,7 @@ class FolderStatus:
     suite: str
     runs: list[RunProgress]
     not_planned: list[tuple[str, str, int]]
+    sweep_choosing: bool = False  # the first sweep runs: no final run can be planned yet
 
     @property
     def resume_command(self) -> str:
@@ -135,8 +135,9 @@ def scan(out: Path) -> FolderStatus:
     OUT's when it plans the final runs, from the sweep's choice): then the tuning runs are
     shown, and the final runs are not counted yet."""
     out = Path(out)
-    tuning = out / SWEEP_FOLDER
-    if not (out / res.SUITE_FILE).is_file() and (tuning / res.SUITE_FILE).is_file():
+    tuning = out / res.TUNING_DIR
+    sweep_choosing = not (out / res.SUITE_FILE).is_file() and (tuning / res.SUITE_FILE).is_file()
+    if sweep_choosing:
         meta = res.read_suite_file(tuning)
         name, expected = meta.get("name", "").removesuffix(res.TUNING_SUFFIX), []
     else:
@@ -147,7 +148,8 @@ def scan(out: Path) -> FolderStatus:
     runs += [read_progress(f, tuning=True) for f in res.run_folders(tuning)]
     planned = {(r.config.stream_name, r.config.strategy_name, r.config.seed)
                for r in runs if not r.tuning}
-    return FolderStatus(out, name, runs, [k for k in expected if k not in planned])
+    return FolderStatus(out, name, runs, [k for k in expected if k not in planned],
+                        sweep_choosing)
 
 
 def seconds_per_phase(run: RunProgress, runs: list[RunProgress]) -> tuple[float | None, bool]:
@@ -197,13 +199,13 @@ def render(folder: FolderStatus, show_finished: bool = False) -> str:
         counts = [f"{sum(r.state == s for r in group)} {s}" for s in STATES]
         if not tuning and not_planned:
             counts.append(f"{len(not_planned)} not planned yet")
-        if not tuning and not group and not not_planned and runs:  # a first sweep at work
+        if not tuning and folder.sweep_choosing:
             lines.append(f"  {what + ':':<13} none yet: planned once the sweep has chosen")
         elif group or not tuning:
             lines.append(f"  {what + ':':<13} {', '.join(counts)}")
     shown = [r for r in runs if show_finished or r.state != "finished"]
     total, borrowed, unknown = 0.0, False, 0
-    timing = {r.folder: seconds_per_phase(r, runs) for r in shown}  # every unfinished run is shown
+    timing = {r.folder: seconds_per_phase(r, runs) for r in runs}
     left_of = {r.folder: _left(r, timing[r.folder][0]) for r in runs if r.state != "finished"}
     if shown:
         lines += ["", f"  {'state':<9}{'done':>7}{'min/phase':>11}{'left':>10}  run"]

@@ -646,7 +646,7 @@ def _plan_tuning(suite: dict, out: Path, strategies, presets_dir, sweep_only: bo
     pairs = {(stream_label(e["stream"]), n) for e in suite["streams"] for n in names}
     pairs |= sweep.second_stage_runs(suite, {k: v for k, v in at.items()
                                              if not needed or k[1] in needed})
-    return plan(tuning, out / sweep.SWEEP_DIR, strategies=sorted({n for _, n in pairs}),
+    return plan(tuning, out / res.TUNING_DIR, strategies=sorted({n for _, n in pairs}),
                 presets_dir=presets_dir, pairs=pairs)
 
 

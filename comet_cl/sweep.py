@@ -38,7 +38,6 @@ from comet_cl.config import (MODEL_KEYS, TRAIN_KEYS, ConfigError, dump_toml, loa
 from comet_cl.contract import iter_stored_runs
 from comet_cl.metrics import acc as final_acc
 
-SWEEP_DIR = res.TUNING_DIR
 SWEEP_FILE = "sweep.json"
 RULE = ("the grid point with the highest final average accuracy (ACC) on the validation "
         "splits, averaged over the sweep's seeds; a tie goes to the point listed first")
@@ -234,7 +233,7 @@ def choose(suite: dict, out: Path, strategies: list[str] | None = None) -> dict:
     table, overrides, missing = _scores(suite, out, strategies)
     sweep = suite["sweep"]
     if missing:
-        raise ConfigError(f"{missing} tuning runs in {out / SWEEP_DIR} have not finished: the "
+        raise ConfigError(f"{missing} tuning runs in {out / res.TUNING_DIR} have not finished: the "
                           f"sweep cannot choose yet (run the suite again to finish them)")
     follow, staged = sweep.get("follow", {}), tuned_followers(suite)
     for follower, leader in follow.items():  # a control runs at its model's chosen point
@@ -256,7 +255,7 @@ def _scores(suite: dict, out: Path, strategies: list[str] | None,
     point}, how many tuning runs of the needed strategies are missing). Leaders are scored
     before the followers tuned at their choice; ``first_stage_only`` stops there."""
     acc: dict[tuple[str, str, int], float] = {}
-    for run in iter_stored_runs(out / SWEEP_DIR):
+    for run in iter_stored_runs(out / res.TUNING_DIR):
         if run.finished:  # ACC from the stored matrix R (the summary's metrics are a check)
             key = (run.config.stream_name, run.config.strategy_name, run.config.seed)
             acc[key] = final_acc(run.summary.R)
@@ -385,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out / SWEEP_FILE} not found: the sweep has not finished")
     try:  # everything is read and checked before a file is written
         suite = load_suite(suite_path(args.suite))
-        ran = res.read_suite_file(args.out / SWEEP_DIR).get("name")
+        ran = res.read_suite_file(args.out / res.TUNING_DIR).get("name")
         if ran != (tuning_suite(suite) or {}).get("name"):
             parser.error(f"{args.out} holds the tuning runs '{ran}', not those of suite "
                          f"'{suite['name']}'")
