@@ -1,9 +1,21 @@
 """Shared test fixtures: the device matrix, one torch thread, and the dataset skip."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from comet_cl import data
+
+
+def pytest_configure(config):
+    """Avalanche writes ``~/.avalanche/config.json`` on its first import and reads it back at
+    once, without a lock or an atomic rename: two pytest-xdist workers importing it together
+    under a new home could read each other's half-written file. So where the file is missing,
+    the controller (the process without ``workerinput``) imports Avalanche once before any
+    worker starts."""
+    if not hasattr(config, "workerinput") and not (Path.home() / ".avalanche" / "config.json").exists():
+        import comet_cl._avalanche  # noqa: F401
 
 
 def require_data(name: str, root=None) -> "data.Source":
