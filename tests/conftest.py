@@ -1,11 +1,22 @@
 """Shared test fixtures: the device matrix, one torch thread, and the dataset skip."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from comet_cl import data
+
+# The command as a user runs it, in a process of its own.
+COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
+
+# The smallest real suite (2 experiences of 200 split-MNIST images, a 32-unit net), as a dict.
+SMALL = {"name": "small", "seeds": [0],
+         "streams": [{"name": "split-mnist", "n_experiences": 2, "max_per_experience": 200,
+                      "max_test_per_experience": 100}],
+         "strategies": ["naive"], "model": {"widths": [32]},
+         "train": {"batch_size": 32}, "eval": {"beta": 2, "curve_subset": 50}}
 
 
 def pytest_configure(config):
@@ -78,3 +89,13 @@ def write_finished_run(out, suite: str, name: str, seed: int, acc: float, curves
         "n_params": 1, "metrics": metrics or {"acc": acc}})
     return folder
 
+
+def summaries(out: Path) -> dict:
+    """The summaries of a results folder's finished runs, by (strategy, seed)."""
+    from comet_cl.contract import iter_stored_runs
+    return {(r.config.strategy_name, r.config.seed): r.summary.to_dict() for r in iter_stored_runs(out)}
+
+
+def numbers(summary: dict) -> dict:
+    """What two runs of the same seed must agree on to the last bit (not times, not dates)."""
+    return {k: summary[k] for k in ("R", "R0", "curves", "metrics", "n_params", "overlap")}

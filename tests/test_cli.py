@@ -17,9 +17,8 @@ import pytest
 
 from comet_cl import cli, data
 from comet_cl.results import LOCK_FILE, RunLock
-from conftest import small_suite
+from conftest import COMET_CL, small_suite
 
-COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 ROOT = os.geteuid() == 0
 NOT_AS_ROOT = pytest.mark.skipif(ROOT, reason="root writes into read-only folders")
 

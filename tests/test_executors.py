@@ -25,7 +25,7 @@ import pytest
 
 from comet_cl.contract import iter_stored_runs
 from comet_cl.runner import run_suite
-from conftest import small_suite
+from conftest import COMET_CL, small_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -33,7 +33,6 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed: pip install 'comet-cl[slurm]'")
 REPO = Path(__file__).resolve().parents[1]
-COMET_CL = [sys.executable, "-m", "comet_cl.cli"]
 
 TINY = small_suite("tiny-cluster", strategies=["naive", "comet"],
                    train={"batch_size": 32, "lr": 0.05}, eval={"curve_subset": 50, "curve_stride": 2})
