@@ -36,7 +36,13 @@ def write(tmp_path, text, name="suite.toml") -> Path:
 
 
 def test_every_shipped_suite_and_preset_is_valid():
-    for spec in sorted((REPO / "comet_cl" / "suites").glob("*.toml")):
+    """The packaged suites and the diagnostics' specs (benchmarks/diagnostics, run by the
+    commands in their headers to produce reports/diagnostics): a spec that stopped loading
+    would break the command its results cite."""
+    specs = sorted((REPO / "comet_cl" / "suites").glob("*.toml"))
+    diagnostics = sorted((REPO / "benchmarks" / "diagnostics").glob("*.toml"))
+    assert diagnostics, "benchmarks/diagnostics holds no suite specs"
+    for spec in specs + diagnostics:
         suite = load_suite(spec)
         for s in suite["strategies"]:
             load_preset(s["preset"])
